@@ -1,0 +1,183 @@
+//! The bot's own token for the Bot Connector and the token service: client credentials against
+//! `{login}/{tenant}/oauth2/v2.0/token` with scope `https://api.botframework.com/.default`.
+//!
+//! The token is cached in moka until 5 minutes before it expires; concurrent misses share one
+//! request (`try_get_with`). It is held as a [`SecretString`] and never logged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::{AppCredentials, RetryPolicy};
+use crate::metrics::Metrics;
+
+/// Scope of the bot's outbound token.
+pub const BOT_FRAMEWORK_SCOPE: &str = "https://api.botframework.com/.default";
+/// How long before expiry a cached token is dropped.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+
+/// Why the bot's token could not be obtained.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BotTokenError {
+    /// Transport failure.
+    #[error("token endpoint unreachable: {0}")]
+    Network(String),
+    /// The endpoint refused (with the OAuth `error` code, never the secret).
+    #[error("token endpoint answered HTTP {status} ({code})")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// OAuth error code such as `invalid_client`.
+        code: String,
+    },
+    /// The answer is not a token response.
+    #[error("token endpoint answered an invalid body")]
+    Invalid,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    #[serde(default)]
+    error: String,
+}
+
+/// A bearer token and when to stop using it.
+#[derive(Clone)]
+pub struct CachedToken {
+    /// The token.
+    pub secret: SecretString,
+    /// When the cache entry expires (the token's expiry minus the margin).
+    pub use_until: Instant,
+}
+
+struct UntilExpiry;
+
+impl Expiry<(), Arc<CachedToken>> for UntilExpiry {
+    fn expire_after_create(&self, _key: &(), value: &Arc<CachedToken>, created_at: Instant) -> Option<Duration> {
+        Some(value.use_until.saturating_duration_since(created_at))
+    }
+}
+
+/// Computes when to stop using a token that lives `expires_in` seconds from `now`.
+pub fn use_until(now: Instant, expires_in: Duration) -> Instant {
+    // Tokens shorter than twice the margin are used for half their life.
+    let usable = if expires_in > EXPIRY_MARGIN * 2 { expires_in - EXPIRY_MARGIN } else { expires_in / 2 };
+    now + usable
+}
+
+/// Source of the bot's token: client credentials, or none at all in local mode.
+pub struct BotTokenProvider {
+    inner: Option<ClientCredentials>,
+}
+
+struct ClientCredentials {
+    http: reqwest::Client,
+    token_url: Url,
+    app_id: String,
+    password: SecretString,
+    retry: RetryPolicy,
+    cache: moka::future::Cache<(), Arc<CachedToken>>,
+    metrics: Arc<Metrics>,
+}
+
+impl BotTokenProvider {
+    /// Client-credentials provider for a registered bot.
+    pub fn client_credentials(app: &AppCredentials, login: &Url, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        let base = login.as_str().trim_end_matches('/');
+        let token_url = Url::parse(&format!("{base}/{}/oauth2/v2.0/token", super::service_url::encode_component(&app.tenant_id)))
+            .unwrap_or_else(|_| login.clone());
+        Self {
+            inner: Some(ClientCredentials {
+                http: crate::outbound::build_client(retry.request_timeout),
+                token_url,
+                app_id: app.app_id.clone(),
+                password: app.password.clone(),
+                retry,
+                cache: moka::future::Cache::builder().max_capacity(1).expire_after(UntilExpiry).build(),
+                metrics,
+            }),
+        }
+    }
+
+    /// Local mode: no token is sent (Microsoft's local Teams client does not check one).
+    pub fn anonymous() -> Self {
+        Self { inner: None }
+    }
+
+    /// The current token, fetched if the cache has none; `None` in local mode.
+    pub async fn token(&self) -> Result<Option<SecretString>, BotTokenError> {
+        let Some(cc) = &self.inner else { return Ok(None) };
+        if let Some(cached) = cc.cache.get(&()).await {
+            return Ok(Some(cached.secret.clone()));
+        }
+        let token = cc.cache.try_get_with((), cc.fetch()).await.map_err(|err| (*err).clone())?;
+        Ok(Some(token.secret.clone()))
+    }
+
+    /// Drops the cached token (after the Connector refused it).
+    pub async fn invalidate(&self) {
+        if let Some(cc) = &self.inner {
+            cc.cache.invalidate(&()).await;
+        }
+    }
+}
+
+impl ClientCredentials {
+    async fn fetch(&self) -> Result<Arc<CachedToken>, BotTokenError> {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.app_id.as_str()),
+            ("client_secret", self.password.expose_secret()),
+            ("scope", BOT_FRAMEWORK_SCOPE),
+        ];
+        let statuses =
+            [StatusCode::TOO_MANY_REQUESTS, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE, StatusCode::GATEWAY_TIMEOUT];
+        let started = Instant::now();
+        let response =
+            crate::outbound::send_with_retry(&self.retry, &statuses, true, || self.http.post(self.token_url.clone()).form(&form))
+                .await
+                .map_err(|err| {
+                    self.metrics.inc("chatwarden_bot_token_requests_total", &[("result", "network_error")]);
+                    BotTokenError::Network(err.without_url().to_string())
+                })?;
+        let status = response.status();
+        if !status.is_success() {
+            self.metrics.inc("chatwarden_bot_token_requests_total", &[("result", "rejected")]);
+            let code = response.json::<OAuthError>().await.map(|e| e.error).unwrap_or_default();
+            let code = if code.is_empty() { "no error code".to_owned() } else { code };
+            tracing::error!(status = status.as_u16(), code = %code, "bot token request refused");
+            return Err(BotTokenError::Rejected { status: status.as_u16(), code });
+        }
+        let body: TokenResponse = response.json().await.map_err(|_| BotTokenError::Invalid)?;
+        self.metrics.inc("chatwarden_bot_token_requests_total", &[("result", "ok")]);
+        tracing::debug!(expires_in = body.expires_in, elapsed_ms = started.elapsed().as_millis() as u64, "obtained bot token");
+        Ok(Arc::new(CachedToken {
+            secret: SecretString::from(body.access_token),
+            use_until: use_until(Instant::now(), Duration::from_secs(body.expires_in)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_dropped_five_minutes_before_expiry() {
+        let now = Instant::now();
+        assert_eq!(use_until(now, Duration::from_secs(3600)) - now, Duration::from_secs(3300));
+        assert_eq!(use_until(now, Duration::from_secs(400)) - now, Duration::from_secs(200));
+        assert_eq!(use_until(now, Duration::ZERO) - now, Duration::ZERO);
+    }
+}

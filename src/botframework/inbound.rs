@@ -1,0 +1,154 @@
+//! The `VerifiedActivity` extractor: the only way a handler can obtain an activity.
+//!
+//! It reads the body (bounded by the configured limit), authenticates the request with
+//! [`ChannelAuthenticator`] (unless local mode turned auth off), parses the activity, binds the
+//! token to it and checks its `serviceUrl` against the allowlist. Every rejection is counted,
+//! logged without the token, and answered before any outbound request is made.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use super::activity::Activity;
+use super::auth::{AuthRejection, ChannelAuthenticator, VerifiedToken};
+use super::service_url::{AllowedServiceUrl, HostAllowlist};
+use crate::http_error::ApiError;
+use crate::metrics::Metrics;
+
+/// How inbound requests are authenticated.
+pub enum InboundAuth {
+    /// Production: every request carries a valid Bot Connector JWT.
+    Channel(Box<ChannelAuthenticator>),
+    /// Local mode only (no app id configured): no token is checked. The allowlist still applies
+    /// and is loopback-only in that mode.
+    Disabled,
+}
+
+/// Everything the extractor needs, registered as app data.
+pub struct InboundGate {
+    /// Token validation.
+    pub auth: InboundAuth,
+    /// Hosts replies may go to.
+    pub allowlist: HostAllowlist,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Rejection counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// An activity that passed every inbound check, with its allowlisted service URL.
+#[derive(Debug)]
+pub struct VerifiedActivity {
+    activity: Activity,
+    service_url: AllowedServiceUrl,
+}
+
+impl VerifiedActivity {
+    /// The activity.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Where replies to this activity go.
+    pub fn service_url(&self) -> &AllowedServiceUrl {
+        &self.service_url
+    }
+}
+
+impl InboundGate {
+    fn reject(&self, reason: AuthRejection) -> ApiError {
+        self.metrics.inc("chatwarden_auth_rejections_total", &[("reason", reason.code())]);
+        tracing::warn!(reason = reason.code(), "rejected inbound activity");
+        ApiError::Auth(reason)
+    }
+
+    /// Checks the request's token (nothing else is looked at before this passes).
+    pub async fn authenticate(&self, req: &HttpRequest) -> Result<Option<VerifiedToken>, ApiError> {
+        match &self.auth {
+            InboundAuth::Channel(auth) => Ok(Some(auth.verify(req.headers()).await.map_err(|r| self.reject(r))?)),
+            InboundAuth::Disabled => Ok(None),
+        }
+    }
+
+    /// Parses the body of an authenticated request and binds the token to the activity.
+    pub fn admit(&self, req: &HttpRequest, token: Option<VerifiedToken>, body: &[u8]) -> Result<VerifiedActivity, ApiError> {
+        if !is_json(req) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let activity: Activity = serde_json::from_slice(body).map_err(|err| ApiError::BadJson(json_error_summary(&err)))?;
+        if let Some(token) = token {
+            token.bind(&activity).map_err(|r| self.reject(r))?;
+        }
+        let url = activity.service_url.as_deref().ok_or_else(|| self.reject(AuthRejection::ServiceUrlMissing))?;
+        let service_url = self.allowlist.check(url).map_err(|_| self.reject(AuthRejection::ServiceUrlNotAllowed))?;
+        Ok(VerifiedActivity { activity, service_url })
+    }
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A short description of a JSON error: position and category, never the input itself.
+fn json_error_summary(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match err.classify() {
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "JSON is not an activity (`type` missing or a field has the wrong type)",
+        Category::Io => "unreadable body",
+    };
+    format!("{what} at line {} column {}", err.line(), err.column())
+}
+
+impl FromRequest for VerifiedActivity {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let gate = req.app_data::<web::Data<InboundGate>>().cloned().ok_or_else(|| {
+                tracing::error!("InboundGate is not registered as app data");
+                ApiError::Internal
+            })?;
+            let declared = req
+                .headers()
+                .get(actix_web::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if declared.is_some_and(|len| len > gate.max_body_bytes) {
+                return Err(ApiError::PayloadTooLarge(gate.max_body_bytes));
+            }
+            let token = gate.authenticate(&req).await?;
+            let body = read_body(&mut payload, gate.max_body_bytes).await?;
+            gate.admit(&req, token, &body)
+        })
+    }
+}
+
+async fn read_body(payload: &mut Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    use futures_util::StreamExt as _;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|err| match err {
+            PayloadError::Overflow => ApiError::PayloadTooLarge(limit),
+            _ => ApiError::BadBody,
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

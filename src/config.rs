@@ -1,0 +1,717 @@
+//! Typed configuration: an optional TOML file overlaid by environment variables (env wins).
+//!
+//! Every setting has one public name, its environment variable (see [`SETTINGS`]); the file uses
+//! the same name in lower case (`MICROSOFT_APP_ID` -> `microsoft_app_id`, `CHATWARDEN_BIND` ->
+//! `bind`). Loading never stops at the first problem: [`ConfigErrors`] names every missing or
+//! invalid setting at once. Secrets are held in [`SecretString`] and never printed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::botframework::service_url::HostAllowlist;
+
+/// How the process runs: production (`serve`) or local (`dev`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Production: every required setting must be present and inbound auth is always on.
+    Serve,
+    /// Local mode: no cloud, auth off, listener forced to loopback.
+    Dev,
+}
+
+/// One documented setting: its environment variable, its file key and its default.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Environment variable name (the public contract).
+    pub env: &'static str,
+    /// Key in the TOML file.
+    pub file_key: &'static str,
+    /// What it is for (shown by `check-config` and in the README).
+    pub meaning: &'static str,
+    /// Default value, or `None` when there is none.
+    pub default: Option<&'static str>,
+    /// Whether the value is a secret (never printed).
+    pub secret: bool,
+}
+
+const fn setting(env: &'static str, file_key: &'static str, meaning: &'static str, default: Option<&'static str>, secret: bool) -> Setting {
+    Setting { env, file_key, meaning, default, secret }
+}
+
+/// Default Bot Framework OpenID metadata (public cloud).
+pub const DEFAULT_OPENID_METADATA_URL: &str = "https://login.botframework.com/v1/.well-known/openidconfiguration";
+/// Default service URL hosts the bot may send its token to (public cloud Teams).
+pub const DEFAULT_SERVICE_URL_ALLOWLIST: &str =
+    "smba.trafficmanager.net,smba.onyx.prod.teams.trafficmanager.net,smba.infra.gcc.teams.microsoft.com";
+/// Default JSON body limit for `/api/messages` (256 KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Every setting chatwarden reads, in documentation order.
+pub const SETTINGS: &[Setting] = &[
+    setting("CHATWARDEN_BIND", "bind", "listen address", Some("127.0.0.1:3978"), false),
+    setting("MICROSOFT_APP_ID", "microsoft_app_id", "bot app (client) id", None, false),
+    setting("MICROSOFT_APP_PASSWORD", "microsoft_app_password", "bot client secret", None, true),
+    setting("MICROSOFT_APP_TENANT_ID", "microsoft_app_tenant_id", "bot's Entra tenant id (single-tenant)", None, false),
+    setting(
+        "CHATWARDEN_OPENID_METADATA_URL",
+        "openid_metadata_url",
+        "Bot Framework OpenID metadata",
+        Some(DEFAULT_OPENID_METADATA_URL),
+        false,
+    ),
+    setting("CHATWARDEN_LOGIN_URL", "login_url", "Entra ID authority host", Some("https://login.microsoftonline.com"), false),
+    setting(
+        "CHATWARDEN_TOKEN_SERVICE_URL",
+        "token_service_url",
+        "Bot Framework token service",
+        Some("https://token.botframework.com"),
+        false,
+    ),
+    setting("CHATWARDEN_GRAPH_URL", "graph_url", "Microsoft Graph", Some("https://graph.microsoft.com"), false),
+    setting("CHATWARDEN_MANAGEMENT_URL", "management_url", "Office 365 Management Activity API", Some("https://manage.office.com"), false),
+    setting("CHATWARDEN_SERVICE_URL", "service_url", "Bot Connector for proactive posts (else learned from traffic)", None, false),
+    setting(
+        "CHATWARDEN_SERVICE_URL_ALLOWLIST",
+        "service_url_allowlist",
+        "hosts the bot may send its token to",
+        Some(DEFAULT_SERVICE_URL_ALLOWLIST),
+        false,
+    ),
+    setting("CHATWARDEN_OAUTH_CONNECTION", "oauth_connection", "OAuth connection name for admin sign-in", Some("graph"), false),
+    setting("CHATWARDEN_SECURITY_TEAM_ID", "security_team_id", "team where commands are accepted", None, false),
+    setting("CHATWARDEN_SECURITY_CHANNEL_ID", "security_channel_id", "channel where commands are accepted and alerts go", None, false),
+    setting("CHATWARDEN_ADMINS", "admins", "Entra object ids allowed to request/approve (comma-separated)", None, false),
+    setting("CHATWARDEN_DATABASE_URL", "database_url", "sqlite://path or postgres://...", Some("sqlite://chatwarden.db"), true),
+    setting("CHATWARDEN_ALERT_SECRET", "alert_secret", "HMAC-SHA256 key for /api/alerts (alerts disabled if unset)", None, true),
+    setting("CHATWARDEN_MAX_BODY_BYTES", "max_body_bytes", "largest accepted request body in bytes", Some("262144"), false),
+];
+
+/// Bot registration: the credentials the bot uses for its own outbound token.
+#[derive(Clone)]
+pub struct AppCredentials {
+    /// Microsoft App ID; also the audience every inbound token must carry.
+    pub app_id: String,
+    /// Client secret.
+    pub password: SecretString,
+    /// Tenant that issues the bot's outbound token (single-tenant bot).
+    pub tenant_id: String,
+}
+
+impl fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppCredentials")
+            .field("app_id", &self.app_id)
+            .field("password", &"[redacted]")
+            .field("tenant_id", &self.tenant_id)
+            .finish()
+    }
+}
+
+/// Base URLs of every external service (all configurable so tests can use local fakes).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Bot Framework OpenID metadata document.
+    pub openid_metadata: Url,
+    /// Entra ID authority host (`{login}/{tenant}/oauth2/v2.0/token`).
+    pub login: Url,
+    /// Bot Framework token service.
+    pub token_service: Url,
+    /// Microsoft Graph.
+    pub graph: Url,
+    /// Office 365 Management Activity API.
+    pub management: Url,
+}
+
+/// Where commands are accepted and who may give them.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityScope {
+    /// Team id of the security team (`19:...@thread.tacv2`).
+    pub team_id: Option<String>,
+    /// Channel id of the security channel.
+    pub channel_id: Option<String>,
+    /// Entra object ids of the admins allowed to request and approve.
+    pub admins: Vec<String>,
+}
+
+/// Timing of the OpenID key cache; defaults follow the Bot Framework guidance.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRefreshPolicy {
+    /// Scheduled refresh of the key set.
+    pub refresh_interval: Duration,
+    /// Minimum time between two refreshes caused by an unknown `kid`.
+    pub unknown_kid_min_interval: Duration,
+    /// Delay before retrying a failed load or refresh.
+    pub retry_interval: Duration,
+    /// Timeout of each metadata / JWKS request.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for KeyRefreshPolicy {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(24 * 3600),
+            unknown_kid_min_interval: Duration::from_secs(300),
+            retry_interval: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Retries of outbound calls (Bot Connector, token endpoints).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included.
+    pub max_attempts: u32,
+    /// First backoff delay when the server gives no `Retry-After`.
+    pub base_delay: Duration,
+    /// Upper bound for any single wait, `Retry-After` included.
+    pub max_delay: Duration,
+    /// Timeout of each request.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated configuration the application runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `serve` or `dev`.
+    pub mode: Mode,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Bot registration; `None` only in dev mode, which turns inbound auth off.
+    pub app: Option<AppCredentials>,
+    /// External service base URLs.
+    pub endpoints: Endpoints,
+    /// Fixed Bot Connector URL for proactive posts.
+    pub service_url: Option<Url>,
+    /// Hosts the bot may send its token to.
+    pub service_url_allowlist: HostAllowlist,
+    /// OAuth connection name for admin sign-in.
+    pub oauth_connection: String,
+    /// Security team, channel and admins.
+    pub security: SecurityScope,
+    /// Database URL (may hold a password: printed redacted).
+    pub database_url: SecretString,
+    /// HMAC key for `/api/alerts`; alerts are disabled without it.
+    pub alert_secret: Option<SecretString>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Key cache timing (not an environment setting; tests shorten it).
+    pub key_refresh: KeyRefreshPolicy,
+    /// Outbound retry timing (not an environment setting; tests shorten it).
+    pub retry: RetryPolicy,
+}
+
+/// One problem with one setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The environment variable name of the setting.
+    pub setting: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Every problem found while loading the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The problems, in settings order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  {}: {}", p.setting, p.problem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Raw values gathered from the file and the environment, before validation.
+#[derive(Debug, Default)]
+struct RawSettings {
+    values: BTreeMap<&'static str, String>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl RawSettings {
+    fn get(&self, env: &str) -> Option<&str> {
+        self.values.get(env).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    fn problem(&mut self, setting: &str, problem: impl Into<String>) {
+        self.problems.push(ConfigProblem { setting: setting.to_owned(), problem: problem.into() });
+    }
+}
+
+impl Config {
+    /// Loads the configuration for `mode` from an optional TOML file and the process environment.
+    pub fn load(mode: Mode, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let text = match file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text),
+                Err(err) => {
+                    return Err(ConfigErrors {
+                        problems: vec![ConfigProblem {
+                            setting: "--config".into(),
+                            problem: format!("cannot read {}: {err}", path.display()),
+                        }],
+                    });
+                }
+            },
+            None => None,
+        };
+        Self::from_sources(mode, text.as_deref(), |name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from TOML text (if any) and an environment lookup; env wins.
+    pub fn from_sources(mode: Mode, file_text: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut raw = RawSettings::default();
+        if let Some(text) = file_text {
+            read_file(&mut raw, text);
+        }
+        for s in SETTINGS {
+            if let Some(value) = env(s.env) {
+                raw.values.insert(s.env, value);
+            }
+        }
+        validate(mode, raw)
+    }
+
+    /// Whether inbound Bot Framework authentication is enforced.
+    pub fn auth_enabled(&self) -> bool {
+        self.app.is_some()
+    }
+
+    /// A printable view of the effective configuration with every secret redacted.
+    pub fn redacted(&self) -> String {
+        let set = |v: bool| if v { "[redacted]" } else { "(unset)" };
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+        let mut lines =
+            vec![format!("mode                            = {:?}", self.mode), format!("CHATWARDEN_BIND                 = {}", self.bind)];
+        match &self.app {
+            Some(app) => {
+                lines.push(format!("MICROSOFT_APP_ID                = {}", app.app_id));
+                lines.push("MICROSOFT_APP_PASSWORD          = [redacted]".into());
+                lines.push(format!("MICROSOFT_APP_TENANT_ID         = {}", app.tenant_id));
+            }
+            None => lines.push("MICROSOFT_APP_ID                = (unset: inbound auth OFF)".into()),
+        }
+        let e = &self.endpoints;
+        lines.extend([
+            format!("CHATWARDEN_OPENID_METADATA_URL  = {}", e.openid_metadata),
+            format!("CHATWARDEN_LOGIN_URL            = {}", e.login),
+            format!("CHATWARDEN_TOKEN_SERVICE_URL    = {}", e.token_service),
+            format!("CHATWARDEN_GRAPH_URL            = {}", e.graph),
+            format!("CHATWARDEN_MANAGEMENT_URL       = {}", e.management),
+            format!(
+                "CHATWARDEN_SERVICE_URL          = {}",
+                self.service_url.as_ref().map_or("(learned from traffic)".into(), Url::to_string)
+            ),
+            format!("CHATWARDEN_SERVICE_URL_ALLOWLIST = {}", self.service_url_allowlist),
+            format!("CHATWARDEN_OAUTH_CONNECTION     = {}", self.oauth_connection),
+            format!("CHATWARDEN_SECURITY_TEAM_ID     = {}", opt(&self.security.team_id)),
+            format!("CHATWARDEN_SECURITY_CHANNEL_ID  = {}", opt(&self.security.channel_id)),
+            format!("CHATWARDEN_ADMINS               = {}", self.security.admins.join(",")),
+            "CHATWARDEN_DATABASE_URL         = [redacted]".into(),
+            format!("CHATWARDEN_ALERT_SECRET         = {}", set(self.alert_secret.is_some())),
+            format!("CHATWARDEN_MAX_BODY_BYTES       = {}", self.max_body_bytes),
+        ]);
+        lines.join("\n")
+    }
+}
+
+fn read_file(raw: &mut RawSettings, text: &str) {
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(err) => {
+            raw.problem("--config", format!("not valid TOML: {}", err.message()));
+            return;
+        }
+    };
+    for (key, value) in table {
+        let Some(s) = SETTINGS.iter().find(|s| s.file_key == key) else {
+            raw.problem("--config", format!("unknown key `{key}`"));
+            continue;
+        };
+        let text = match value {
+            toml::Value::String(v) => v,
+            toml::Value::Integer(v) => v.to_string(),
+            toml::Value::Array(items) => {
+                let mut parts = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        toml::Value::String(v) => parts.push(v),
+                        other => {
+                            raw.problem(s.env, format!("file key `{key}`: list items must be strings, found {}", other.type_str()));
+                        }
+                    }
+                }
+                parts.join(",")
+            }
+            other => {
+                raw.problem(s.env, format!("file key `{key}`: expected a string, found {}", other.type_str()));
+                continue;
+            }
+        };
+        raw.values.insert(s.env, text);
+    }
+}
+
+fn default_of(env: &str) -> &'static str {
+    SETTINGS.iter().find(|s| s.env == env).and_then(|s| s.default).unwrap_or("")
+}
+
+fn value_or_default<'a>(raw: &'a RawSettings, env: &str) -> &'a str {
+    raw.get(env).unwrap_or_else(|| default_of(env))
+}
+
+fn parse_url(raw: &mut RawSettings, env: &'static str) -> Option<Url> {
+    let text = value_or_default(raw, env).trim().to_owned();
+    match check_url(&text) {
+        Ok(url) => Some(url),
+        Err(problem) => {
+            raw.problem(env, problem);
+            None
+        }
+    }
+}
+
+/// Parses a service URL: absolute, https (http only for loopback hosts), no credentials.
+fn check_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if crate::botframework::service_url::is_loopback(&url) => Ok(url),
+        "http" => Err(format!("`{text}` must use https (http is allowed for loopback hosts only)")),
+        other => Err(format!("`{text}` has unsupported scheme `{other}`")),
+    }
+}
+
+fn is_guid(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    parts.len() == 5 && parts.iter().zip(lens).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn require(raw: &mut RawSettings, mode: Mode, env: &'static str) -> Option<String> {
+    match raw.get(env) {
+        Some(v) => Some(v.trim().to_owned()),
+        None => {
+            if mode == Mode::Serve {
+                raw.problem(env, "is required in `serve`");
+            }
+            None
+        }
+    }
+}
+
+fn require_guid(raw: &mut RawSettings, mode: Mode, env: &'static str) -> Option<String> {
+    let value = require(raw, mode, env)?;
+    if mode == Mode::Serve && !is_guid(&value) {
+        raw.problem(env, format!("`{value}` is not a GUID"));
+        return None;
+    }
+    Some(value)
+}
+
+fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
+    let bind_text = value_or_default(&raw, "CHATWARDEN_BIND").trim().to_owned();
+    let bind = match bind_text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(addr) => Some(addr),
+        None => {
+            raw.problem("CHATWARDEN_BIND", format!("`{bind_text}` is not a host:port address"));
+            None
+        }
+    };
+
+    let app_id = require_guid(&mut raw, mode, "MICROSOFT_APP_ID");
+    let password = require(&mut raw, mode, "MICROSOFT_APP_PASSWORD");
+    let tenant_id = require_guid(&mut raw, mode, "MICROSOFT_APP_TENANT_ID");
+    let app = match (app_id, password, tenant_id) {
+        (Some(app_id), Some(password), Some(tenant_id)) => {
+            Some(AppCredentials { app_id, password: SecretString::from(password), tenant_id })
+        }
+        (None, None, None) => None,
+        (app_id, password, tenant_id) => {
+            // Dev mode with a partial registration: name what is missing rather than guess.
+            if mode == Mode::Dev {
+                for (env, v) in [
+                    ("MICROSOFT_APP_ID", app_id.is_some()),
+                    ("MICROSOFT_APP_PASSWORD", password.is_some()),
+                    ("MICROSOFT_APP_TENANT_ID", tenant_id.is_some()),
+                ] {
+                    if !v {
+                        raw.problem(env, "must be set together with the other MICROSOFT_APP_* settings");
+                    }
+                }
+            }
+            None
+        }
+    };
+
+    let openid_metadata = parse_url(&mut raw, "CHATWARDEN_OPENID_METADATA_URL");
+    let login = parse_url(&mut raw, "CHATWARDEN_LOGIN_URL");
+    let token_service = parse_url(&mut raw, "CHATWARDEN_TOKEN_SERVICE_URL");
+    let graph = parse_url(&mut raw, "CHATWARDEN_GRAPH_URL");
+    let management = parse_url(&mut raw, "CHATWARDEN_MANAGEMENT_URL");
+    let service_url = match raw.get("CHATWARDEN_SERVICE_URL").map(str::to_owned) {
+        Some(text) => match check_url(text.trim()) {
+            Ok(url) => Some(url),
+            Err(problem) => {
+                raw.problem("CHATWARDEN_SERVICE_URL", problem);
+                None
+            }
+        },
+        None => None,
+    };
+
+    let allowlist_text = value_or_default(&raw, "CHATWARDEN_SERVICE_URL_ALLOWLIST").to_owned();
+    let allowlist = match HostAllowlist::parse(&allowlist_text) {
+        Ok(list) => Some(list),
+        Err(problem) => {
+            raw.problem("CHATWARDEN_SERVICE_URL_ALLOWLIST", problem);
+            None
+        }
+    };
+    if let (Some(url), Some(list)) = (&service_url, &allowlist) {
+        if mode == Mode::Serve && list.check(url.as_str()).is_err() {
+            raw.problem("CHATWARDEN_SERVICE_URL", "its host is not on CHATWARDEN_SERVICE_URL_ALLOWLIST");
+        }
+    }
+
+    let oauth_connection = value_or_default(&raw, "CHATWARDEN_OAUTH_CONNECTION").trim().to_owned();
+    if oauth_connection.is_empty() {
+        raw.problem("CHATWARDEN_OAUTH_CONNECTION", "must not be empty");
+    }
+    let team_id = require(&mut raw, mode, "CHATWARDEN_SECURITY_TEAM_ID");
+    let channel_id = require(&mut raw, mode, "CHATWARDEN_SECURITY_CHANNEL_ID");
+    let admins: Vec<String> =
+        raw.get("CHATWARDEN_ADMINS").unwrap_or("").split(',').map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()).collect();
+    if mode == Mode::Serve {
+        if admins.is_empty() {
+            raw.problem("CHATWARDEN_ADMINS", "is required in `serve` (at least one Entra object id)");
+        }
+        let bad: Vec<&String> = admins.iter().filter(|a| !is_guid(a)).collect();
+        if !bad.is_empty() {
+            let list = bad.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ");
+            raw.problem("CHATWARDEN_ADMINS", format!("not Entra object ids (GUIDs): {list}"));
+        }
+    }
+
+    let database_url = value_or_default(&raw, "CHATWARDEN_DATABASE_URL").trim().to_owned();
+    if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        raw.problem("CHATWARDEN_DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
+    }
+    let alert_secret = raw.get("CHATWARDEN_ALERT_SECRET").map(|s| SecretString::from(s.to_owned()));
+    if let Some(secret) = raw.get("CHATWARDEN_ALERT_SECRET") {
+        if secret.len() < 16 {
+            raw.problem("CHATWARDEN_ALERT_SECRET", "is too short (at least 16 characters)");
+        }
+    }
+
+    let body_text = value_or_default(&raw, "CHATWARDEN_MAX_BODY_BYTES").trim().to_owned();
+    let max_body_bytes = match body_text.parse::<usize>() {
+        Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => Some(n),
+        _ => {
+            raw.problem("CHATWARDEN_MAX_BODY_BYTES", format!("`{body_text}` must be a number of bytes between 1024 and 16777216"));
+            None
+        }
+    };
+
+    match (bind, openid_metadata, login, token_service, graph, management, allowlist, max_body_bytes) {
+        (
+            Some(bind),
+            Some(openid_metadata),
+            Some(login),
+            Some(token_service),
+            Some(graph),
+            Some(management),
+            Some(allowlist),
+            Some(max_body_bytes),
+        ) if raw.problems.is_empty() => Ok(Config {
+            mode,
+            bind,
+            app,
+            endpoints: Endpoints { openid_metadata, login, token_service, graph, management },
+            service_url,
+            service_url_allowlist: allowlist,
+            oauth_connection,
+            security: SecurityScope { team_id, channel_id, admins },
+            database_url: SecretString::from(database_url),
+            alert_secret,
+            max_body_bytes,
+            key_refresh: KeyRefreshPolicy::default(),
+            retry: RetryPolicy::default(),
+        }),
+        _ => Err(ConfigErrors { problems: raw.problems }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const APP: &str = "9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3";
+    const TENANT: &str = "5f0e9d8c-2222-4b3c-8d7e-6f5a4b3c2d1e";
+    const ADMIN: &str = "0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d";
+
+    fn serve_env() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("MICROSOFT_APP_ID", APP.to_owned()),
+            ("MICROSOFT_APP_PASSWORD", "s3cret-password-value".to_owned()),
+            ("MICROSOFT_APP_TENANT_ID", TENANT.to_owned()),
+            ("CHATWARDEN_SECURITY_TEAM_ID", "19:team@thread.tacv2".to_owned()),
+            ("CHATWARDEN_SECURITY_CHANNEL_ID", "19:chan@thread.tacv2".to_owned()),
+            ("CHATWARDEN_ADMINS", ADMIN.to_owned()),
+        ])
+    }
+
+    fn load(mode: Mode, file: Option<&str>, env: &HashMap<&'static str, String>) -> Result<Config, ConfigErrors> {
+        Config::from_sources(mode, file, |k| env.get(k).cloned())
+    }
+
+    fn named(err: &ConfigErrors) -> Vec<&str> {
+        err.problems.iter().map(|p| p.setting.as_str()).collect()
+    }
+
+    #[test]
+    fn serve_with_every_required_setting_loads_with_documented_defaults() {
+        let config = load(Mode::Serve, None, &serve_env()).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:3978");
+        assert_eq!(config.endpoints.openid_metadata.as_str(), DEFAULT_OPENID_METADATA_URL);
+        assert_eq!(config.endpoints.graph.as_str(), "https://graph.microsoft.com/");
+        assert_eq!(config.oauth_connection, "graph");
+        assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(config.service_url_allowlist.check("https://smba.trafficmanager.net/emea/").is_ok());
+        assert!(config.auth_enabled());
+        assert!(config.alert_secret.is_none());
+    }
+
+    #[test]
+    fn serve_without_settings_names_every_missing_one() {
+        let err = load(Mode::Serve, None, &HashMap::new()).unwrap_err();
+        assert_eq!(
+            named(&err),
+            [
+                "MICROSOFT_APP_ID",
+                "MICROSOFT_APP_PASSWORD",
+                "MICROSOFT_APP_TENANT_ID",
+                "CHATWARDEN_SECURITY_TEAM_ID",
+                "CHATWARDEN_SECURITY_CHANNEL_ID",
+                "CHATWARDEN_ADMINS"
+            ]
+        );
+    }
+
+    #[test]
+    fn dev_needs_nothing_and_turns_auth_off() {
+        let config = load(Mode::Dev, None, &HashMap::new()).unwrap();
+        assert!(!config.auth_enabled());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let mut env = serve_env();
+        env.insert("CHATWARDEN_BIND", "127.0.0.1:4000".into());
+        let file = "bind = \"127.0.0.1:5000\"\noauth_connection = \"from-file\"\nadmins = [\"AAAAAAAA-1111-4a1b-9c2d-3e4f5a6b7c8d\"]\n";
+        let config = load(Mode::Serve, Some(file), &env).unwrap();
+        assert_eq!(config.bind.port(), 4000);
+        assert_eq!(config.oauth_connection, "from-file");
+        assert_eq!(config.security.admins, [ADMIN]);
+    }
+
+    #[test]
+    fn file_lists_are_read_when_env_is_silent() {
+        let mut env = serve_env();
+        env.remove("CHATWARDEN_ADMINS");
+        let file = "admins = [\"AAAAAAAA-1111-4a1b-9c2d-3e4f5a6b7c8d\", \"bbbbbbbb-1111-4a1b-9c2d-3e4f5a6b7c8d\"]\n";
+        let config = load(Mode::Serve, Some(file), &env).unwrap();
+        assert_eq!(config.security.admins, ["aaaaaaaa-1111-4a1b-9c2d-3e4f5a6b7c8d", "bbbbbbbb-1111-4a1b-9c2d-3e4f5a6b7c8d"]);
+    }
+
+    #[test]
+    fn invalid_values_are_named_with_what_is_wrong() {
+        let mut env = serve_env();
+        env.insert("CHATWARDEN_GRAPH_URL", "http://graph.example.com".into());
+        env.insert("CHATWARDEN_LOGIN_URL", "not a url".into());
+        env.insert("CHATWARDEN_ADMINS", "alice@contoso.com".into());
+        env.insert("CHATWARDEN_MAX_BODY_BYTES", "12".into());
+        env.insert("CHATWARDEN_DATABASE_URL", "mysql://x".into());
+        env.insert("MICROSOFT_APP_ID", "my-bot".into());
+        let err = load(Mode::Serve, None, &env).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("CHATWARDEN_GRAPH_URL: `http://graph.example.com` must use https"), "{text}");
+        assert!(text.contains("CHATWARDEN_LOGIN_URL: `not a url` is not a valid URL"), "{text}");
+        assert!(text.contains("CHATWARDEN_ADMINS: not Entra object ids (GUIDs): `alice@contoso.com`"), "{text}");
+        assert!(text.contains("CHATWARDEN_MAX_BODY_BYTES"), "{text}");
+        assert!(text.contains("CHATWARDEN_DATABASE_URL"), "{text}");
+        assert!(text.contains("MICROSOFT_APP_ID: `my-bot` is not a GUID"), "{text}");
+    }
+
+    #[test]
+    fn loopback_http_urls_are_accepted_for_local_fakes() {
+        let mut env = serve_env();
+        env.insert("CHATWARDEN_GRAPH_URL", "http://127.0.0.1:9999".into());
+        let config = load(Mode::Serve, None, &env).unwrap();
+        assert_eq!(config.endpoints.graph.as_str(), "http://127.0.0.1:9999/");
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_toml_are_reported() {
+        let err = load(Mode::Serve, Some("bnid = \"x\""), &serve_env()).unwrap_err();
+        assert_eq!(err.problems[0].problem, "unknown key `bnid`");
+        let err = load(Mode::Serve, Some("bind = "), &serve_env()).unwrap_err();
+        assert!(err.problems[0].problem.starts_with("not valid TOML"));
+    }
+
+    #[test]
+    fn service_url_must_be_on_the_allowlist() {
+        let mut env = serve_env();
+        env.insert("CHATWARDEN_SERVICE_URL", "https://evil.example.com/".into());
+        let err = load(Mode::Serve, None, &env).unwrap_err();
+        assert_eq!(named(&err), ["CHATWARDEN_SERVICE_URL"]);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_redacted_or_debug_output() {
+        let mut env = serve_env();
+        env.insert("CHATWARDEN_ALERT_SECRET", "alert-secret-0123456789".into());
+        env.insert("CHATWARDEN_DATABASE_URL", "postgres://user:dbpass-xyz@db/chatwarden".into());
+        let config = load(Mode::Serve, None, &env).unwrap();
+        for text in [config.redacted(), format!("{config:?}")] {
+            assert!(!text.contains("s3cret-password-value"), "{text}");
+            assert!(!text.contains("alert-secret-0123456789"), "{text}");
+            assert!(!text.contains("dbpass-xyz"), "{text}");
+        }
+        assert!(config.redacted().contains("MICROSOFT_APP_PASSWORD          = [redacted]"));
+    }
+
+    #[test]
+    fn partial_app_registration_in_dev_is_an_error() {
+        let env = HashMap::from([("MICROSOFT_APP_ID", APP.to_owned())]);
+        let err = load(Mode::Dev, None, &env).unwrap_err();
+        assert_eq!(named(&err), ["MICROSOFT_APP_PASSWORD", "MICROSOFT_APP_TENANT_ID"]);
+    }
+}

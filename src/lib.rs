@@ -1,0 +1,16 @@
+//! chatwarden: a Microsoft Teams bot that lets a security team remove malicious external chats
+//! from their users' Teams, on the approval of an authorised admin.
+//!
+//! See ARCHITECTURE.md for the module map and the invariants.
+
+pub mod bot;
+pub mod botframework;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod http_error;
+pub mod metrics;
+pub mod outbound;
+pub mod server;
+pub mod startup;
+pub mod telemetry;

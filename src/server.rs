@@ -1,0 +1,104 @@
+//! The actix-web application: routes, body limits, error bodies, health and metrics.
+
+use std::sync::Arc;
+
+use actix_web::dev::Service as _;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpMessage as _, HttpResponse, web};
+use serde_json::json;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::bot::{Bot, BotResponse};
+use crate::botframework::inbound::{InboundAuth, InboundGate, VerifiedActivity};
+use crate::http_error::ApiError;
+use crate::metrics::Metrics;
+
+/// Shared state of the running service (cheap to clone: every field is shared).
+#[derive(Clone)]
+pub struct AppState {
+    /// Inbound checks.
+    pub gate: web::Data<InboundGate>,
+    /// The bot.
+    pub bot: web::Data<Bot>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Registers every route on an actix-web app (the same function in production and tests).
+pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone + 'static {
+    let gate = state.gate.clone();
+    let bot = state.bot.clone();
+    let metrics = web::Data::from(Arc::clone(&state.metrics));
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(gate.clone())
+            .app_data(bot.clone())
+            .app_data(metrics.clone())
+            .service(
+                web::resource("/api/messages").route(web::post().to(messages)).default_service(web::to(|| async { not_allowed("POST") })),
+            )
+            .service(web::resource("/healthz").route(web::get().to(healthz)).default_service(web::to(|| async { not_allowed("GET") })))
+            .service(web::resource("/readyz").route(web::get().to(readyz)).default_service(web::to(|| async { not_allowed("GET") })))
+            .service(web::resource("/metrics").route(web::get().to(metrics_text)).default_service(web::to(|| async { not_allowed("GET") })))
+            .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
+    }
+}
+
+fn not_allowed(allowed: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed(allowed))
+}
+
+/// Builds the complete app: tracing with a request id (echoed as `x-request-id`) and the routes.
+pub fn build_app(
+    state: AppState,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .wrap_fn(|req, srv| {
+            let fut = srv.call(req);
+            async move {
+                let mut res = fut.await?;
+                let id = res.request().extensions().get::<RequestId>().map(|id| id.to_string());
+                if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                    res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
+                }
+                Ok(res)
+            }
+        })
+        .wrap(TracingLogger::default())
+        .configure(configure(&state))
+}
+
+async fn messages(activity: VerifiedActivity, bot: web::Data<Bot>) -> HttpResponse {
+    let span = tracing::Span::current();
+    span.record("activity.type", activity.activity().kind.as_str());
+    match bot.handle(&activity).await {
+        BotResponse::Ack => HttpResponse::Ok().finish(),
+        BotResponse::Invoke(body) => HttpResponse::Ok().json(body),
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(gate: web::Data<InboundGate>) -> HttpResponse {
+    let keys = match &gate.auth {
+        InboundAuth::Channel(auth) if auth.keys().is_ready() => "ok",
+        InboundAuth::Channel(_) => "unavailable",
+        InboundAuth::Disabled => "disabled",
+    };
+    let ready = keys != "unavailable";
+    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"signing_keys": keys}});
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+async fn metrics_text(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
+}

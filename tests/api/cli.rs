@@ -1,0 +1,78 @@
+//! The binary's command line: `check-config` and `--version`.
+
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn chatwarden() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwarden"));
+    cmd.env_clear().current_dir(std::env::temp_dir());
+    cmd
+}
+
+#[test]
+fn check_config_names_every_missing_setting_and_exits_non_zero() {
+    let output = chatwarden().arg("check-config").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    for name in [
+        "MICROSOFT_APP_ID",
+        "MICROSOFT_APP_PASSWORD",
+        "MICROSOFT_APP_TENANT_ID",
+        "CHATWARDEN_SECURITY_TEAM_ID",
+        "CHATWARDEN_SECURITY_CHANNEL_ID",
+        "CHATWARDEN_ADMINS",
+    ] {
+        assert!(stderr.contains(&format!("{name}: is required")), "{name} missing from: {stderr}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_without_secrets() {
+    let output = chatwarden()
+        .arg("check-config")
+        .envs([
+            ("MICROSOFT_APP_ID", APP_ID),
+            ("MICROSOFT_APP_PASSWORD", APP_PASSWORD),
+            ("MICROSOFT_APP_TENANT_ID", TENANT_ID),
+            ("CHATWARDEN_SECURITY_TEAM_ID", "19:team@thread.tacv2"),
+            ("CHATWARDEN_SECURITY_CHANNEL_ID", "19:c0ffee@thread.tacv2"),
+            ("CHATWARDEN_ADMINS", ADMIN_OID),
+            ("CHATWARDEN_ALERT_SECRET", "alert-secret-abcdefghijkl"),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains(&format!("MICROSOFT_APP_ID                = {APP_ID}")), "{stdout}");
+    assert!(stdout.contains("CHATWARDEN_ALERT_SECRET         = [redacted]"), "{stdout}");
+    assert!(!stdout.contains(APP_PASSWORD));
+    assert!(!stdout.contains("alert-secret-abcdefghijkl"));
+}
+
+#[test]
+fn check_config_reads_the_file_given_with_config() {
+    let dir = std::env::temp_dir().join(format!("chatwarden-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("chatwarden.toml");
+    std::fs::write(&file, "bind = \"127.0.0.1:4555\"\nservice_url_allowlist = [\"smba.trafficmanager.net\"]\n").unwrap();
+    let output = chatwarden().args(["--config", file.to_str().unwrap(), "check-config", "--dev"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8(output.stdout).unwrap().contains("CHATWARDEN_BIND                 = 127.0.0.1:4555"));
+    let missing = chatwarden().args(["--config", "/nonexistent/chatwarden.toml", "check-config"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8(missing.stderr).unwrap().contains("--config: cannot read /nonexistent/chatwarden.toml"));
+}
+
+#[test]
+fn version_is_printed() {
+    let output = chatwarden().arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), format!("chatwarden {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn the_example_configuration_file_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/chatwarden.example.toml");
+    let output = chatwarden().args(["--config", example, "check-config"]).env("MICROSOFT_APP_PASSWORD", APP_PASSWORD).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -1,0 +1,279 @@
+//! Test harness: the real application on a random port, with wiremock fakes for the Bot
+//! Framework OpenID metadata/JWKS, Entra ID (bot token) and the Bot Connector, and a helper that
+//! signs test tokens with the RSA keys in `tests/fixtures`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chatwarden::config::{Config, Mode};
+use chatwarden::startup::Application;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+pub const APP_ID: &str = "9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3";
+pub const TENANT_ID: &str = "5f0e9d8c-2222-4b3c-8d7e-6f5a4b3c2d1e";
+pub const ADMIN_OID: &str = "0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d";
+pub const APP_PASSWORD: &str = "test-app-password-never-logged";
+pub const BOT_TOKEN: &str = "bot-token-from-fake-entra";
+pub const CONVERSATION_ID: &str = "19:c0ffee@thread.tacv2;messageid=1719900000123";
+pub const ACTIVITY_ID: &str = "1719900000123";
+pub const METADATA_PATH: &str = "/v1/.well-known/openidconfiguration";
+pub const JWKS_PATH: &str = "/v1/.well-known/keys";
+
+/// Kid of the key endorsed for msteams.
+pub const TEAMS_KID: &str = "teams-key";
+/// Kid of a key endorsed for another channel only.
+pub const WEBCHAT_KID: &str = "webchat-key";
+
+pub const TEAMS_KEY_PEM: &str = include_str!("../fixtures/test-key-1.pem");
+pub const OTHER_KEY_PEM: &str = include_str!("../fixtures/test-key-2.pem");
+
+fn public_keys() -> Value {
+    serde_json::from_str(include_str!("../fixtures/test-keys-public.json")).unwrap()
+}
+
+/// A JWK for fixture key `name` (`test-key-1` or `test-key-2`).
+pub fn jwk(kid: &str, name: &str, endorsements: &[&str]) -> Value {
+    let keys = public_keys();
+    json!({"kty": "RSA", "use": "sig", "kid": kid, "n": keys[name]["n"], "e": keys[name]["e"], "endorsements": endorsements})
+}
+
+/// The JWKS served by default.
+pub fn default_jwks() -> Value {
+    json!({"keys": [jwk(TEAMS_KID, "test-key-1", &["msteams", "skype"]), jwk(WEBCHAT_KID, "test-key-2", &["webchat"])]})
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims of a valid channel token for `service_url`.
+pub fn valid_claims(service_url: &str) -> Value {
+    json!({
+        "iss": "https://api.botframework.com",
+        "aud": APP_ID,
+        "exp": now() + 3600,
+        "nbf": now() - 10,
+        "serviceurl": service_url,
+    })
+}
+
+/// Signs `claims` with RS256 and the given PEM under `kid`.
+pub fn sign(kid: &str, pem: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
+}
+
+/// A valid token for `service_url`.
+pub fn valid_token(service_url: &str) -> String {
+    sign(TEAMS_KID, TEAMS_KEY_PEM, &valid_claims(service_url))
+}
+
+/// A channel message from the admin to the bot in the security channel.
+pub fn message(service_url: &str, text: &str) -> Value {
+    json!({
+        "type": "message",
+        "id": ACTIVITY_ID,
+        "timestamp": "2026-05-04T09:12:33.120Z",
+        "serviceUrl": service_url,
+        "channelId": "msteams",
+        "from": {"id": "29:1AbCdEfGh-admin", "name": "Dana Admin", "aadObjectId": ADMIN_OID},
+        "conversation": {"isGroup": true, "conversationType": "channel", "tenantId": TENANT_ID, "id": CONVERSATION_ID},
+        "recipient": {"id": format!("28:{APP_ID}"), "name": "chatwarden"},
+        "textFormat": "plain",
+        "text": format!("<at>chatwarden</at> {text}"),
+        "entities": [{"type": "mention", "text": "<at>chatwarden</at>", "mentioned": {"id": format!("28:{APP_ID}"), "name": "chatwarden"}}],
+        "channelData": {
+            "teamsChannelId": "19:c0ffee@thread.tacv2", "teamsTeamId": "19:team@thread.tacv2",
+            "channel": {"id": "19:c0ffee@thread.tacv2"}, "team": {"id": "19:team@thread.tacv2"},
+            "tenant": {"id": TENANT_ID}
+        }
+    })
+}
+
+/// Percent-encodes like `encodeURIComponent` (what the Connector paths must look like).
+pub fn encode(text: &str) -> String {
+    chatwarden::botframework::service_url::encode_component(text)
+}
+
+/// Path of a reply to the default activity.
+pub fn reply_path() -> String {
+    format!("/v3/conversations/{}/activities/{ACTIVITY_ID}", encode(CONVERSATION_ID))
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub metadata: MockServer,
+    pub login: MockServer,
+    pub connector: MockServer,
+    pub client: reqwest::Client,
+    pub metrics: std::sync::Arc<chatwarden::metrics::Metrics>,
+}
+
+/// How the fakes behave at start.
+pub struct Fakes {
+    pub metadata_up: bool,
+    pub jwks: Value,
+}
+
+impl Default for Fakes {
+    fn default() -> Self {
+        Self { metadata_up: true, jwks: default_jwks() }
+    }
+}
+
+/// Serve-mode configuration pointing at the fakes.
+pub fn serve_config(metadata: &MockServer, login: &MockServer) -> Config {
+    let env = |name: &str| -> Option<String> {
+        Some(match name {
+            "CHATWARDEN_BIND" => "127.0.0.1:0".into(),
+            "MICROSOFT_APP_ID" => APP_ID.into(),
+            "MICROSOFT_APP_PASSWORD" => APP_PASSWORD.into(),
+            "MICROSOFT_APP_TENANT_ID" => TENANT_ID.into(),
+            "CHATWARDEN_OPENID_METADATA_URL" => format!("{}{METADATA_PATH}", metadata.uri()),
+            "CHATWARDEN_LOGIN_URL" => login.uri(),
+            "CHATWARDEN_SERVICE_URL_ALLOWLIST" => "127.0.0.1".into(),
+            "CHATWARDEN_SECURITY_TEAM_ID" => "19:team@thread.tacv2".into(),
+            "CHATWARDEN_SECURITY_CHANNEL_ID" => "19:c0ffee@thread.tacv2".into(),
+            "CHATWARDEN_ADMINS" => ADMIN_OID.into(),
+            _ => return None,
+        })
+    };
+    let mut config = Config::from_sources(Mode::Serve, None, env).unwrap();
+    config.key_refresh.retry_interval = Duration::from_millis(50);
+    config.retry.base_delay = Duration::from_millis(5);
+    config.retry.max_delay = Duration::from_millis(200);
+    config.retry.request_timeout = Duration::from_secs(2);
+    config
+}
+
+/// Serves the OpenID metadata document (pointing at the JWKS on the same server) and `jwks`.
+pub async fn mount_metadata(metadata: &MockServer, jwks: Value) {
+    Mock::given(method("GET"))
+        .and(path(METADATA_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issuer": "https://api.botframework.com",
+            "jwks_uri": format!("{}{JWKS_PATH}", metadata.uri()),
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })))
+        .named("openid metadata")
+        .mount(metadata)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(JWKS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(jwks))
+        .named("jwks")
+        .mount(metadata)
+        .await;
+}
+
+/// Entra ID answering the bot's client-credentials request.
+pub async fn mount_login(login: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path(format!("/{TENANT_ID}/oauth2/v2.0/token")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600, "access_token": BOT_TOKEN
+        })))
+        .named("entra token")
+        .mount(login)
+        .await;
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Fakes::default(), |_| {}).await
+}
+
+pub async fn spawn_app_with(fakes: Fakes, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let metadata = MockServer::start().await;
+    let login = MockServer::start().await;
+    let connector = MockServer::start().await;
+    if fakes.metadata_up {
+        mount_metadata(&metadata, fakes.jwks).await;
+    }
+    mount_login(&login).await;
+    let mut config = serve_config(&metadata, &login);
+    tweak(&mut config);
+    let wait_ready = fakes.metadata_up && config.auth_enabled();
+    let app = launch(config, metadata, login, connector).await;
+    if wait_ready {
+        app.wait_ready().await;
+    }
+    app
+}
+
+pub async fn launch(config: Config, metadata: MockServer, login: MockServer, connector: MockServer) -> TestApp {
+    let application = Application::build(config).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let metrics = application.metrics();
+    tokio::spawn(application.run_until_stopped());
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { address, metadata, login, connector, client, metrics }
+}
+
+impl TestApp {
+    /// The connector's base URL (allowlisted: 127.0.0.1).
+    pub fn service_url(&self) -> String {
+        format!("{}/", self.connector.uri())
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.get("/readyz").await.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("app never became ready");
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
+    }
+
+    /// POSTs `body` to /api/messages with `Authorization: Bearer <token>` when a token is given.
+    pub async fn post_activity(&self, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}/api/messages", self.address)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// POSTs raw bytes with explicit headers.
+    pub async fn post_raw(&self, headers: &[(&str, &str)], body: Vec<u8>) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}/api/messages", self.address)).body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Requests the fakes received at `path`.
+    pub async fn received(server: &MockServer, at: &str) -> Vec<Request> {
+        server.received_requests().await.unwrap_or_default().into_iter().filter(|r| r.url.path() == at).collect()
+    }
+
+    pub async fn metadata_fetches(&self) -> usize {
+        Self::received(&self.metadata, METADATA_PATH).await.len()
+    }
+
+    /// Asserts that neither Entra ID nor the Bot Connector was called.
+    pub async fn assert_no_outbound(&self) {
+        let login = self.login.received_requests().await.unwrap_or_default();
+        let connector = self.connector.received_requests().await.unwrap_or_default();
+        assert!(login.is_empty(), "unexpected token requests: {}", login.len());
+        assert!(connector.is_empty(), "unexpected connector requests: {}", connector.len());
+    }
+
+    /// Mounts a connector reply endpoint that answers 200 with `{"id": "reply-1"}`.
+    pub async fn mount_reply(&self) {
+        Mock::given(method("POST"))
+            .and(path(reply_path()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "reply-1"})))
+            .named("connector reply")
+            .mount(&self.connector)
+            .await;
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real application on a random port against local fake servers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod auth;
+mod cli;
+mod connector;
+mod helpers;
+mod server;

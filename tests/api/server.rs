@@ -1,0 +1,134 @@
+//! Routes, health, errors and local mode through the real server.
+
+use chatwarden::config::{Config, Mode};
+use serde_json::{Value, json};
+use wiremock::MockServer;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_answers_ok_and_every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+    let response = app.get("/healthz").await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "{id}");
+    let other = app.get("/healthz").await;
+    assert_ne!(other.headers().get("x-request-id").unwrap().to_str().unwrap(), id);
+}
+
+#[tokio::test]
+async fn readyz_reports_the_signing_keys() {
+    let app = spawn_app().await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"status": "ready", "checks": {"signing_keys": "ok"}}));
+}
+
+#[tokio::test]
+async fn wrong_methods_get_405_with_allow() {
+    let app = spawn_app().await;
+    let response = app.get("/api/messages").await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers().get("allow").unwrap(), "POST");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let response = app.client.post(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers().get("allow").unwrap(), "GET");
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_json_404() {
+    let app = spawn_app().await;
+    let response = app.get("/api/nothing-here").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_gets_415() {
+    let app = spawn_app().await;
+    let url = app.service_url();
+    let token = format!("Bearer {}", valid_token(&url));
+    let body = serde_json::to_vec(&message(&url, "/help")).unwrap();
+    let response = app.post_raw(&[("content-type", "text/plain"), ("authorization", &token)], body).await;
+    assert_eq!(response.status(), 415);
+    app.assert_no_outbound().await;
+}
+
+#[tokio::test]
+async fn metrics_count_rejections_by_reason() {
+    let app = spawn_app().await;
+    let url = app.service_url();
+    app.post_activity(None, &message(&url, "/help")).await;
+    app.post_activity(Some("garbage"), &message(&url, "/help")).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("chatwarden_auth_rejections_total{reason=\"missing_authorization\"} 1"), "{text}");
+    assert!(text.contains("chatwarden_auth_rejections_total{reason=\"malformed_token\"} 1"), "{text}");
+    assert!(text.contains("chatwarden_key_refreshes_total{trigger=\"scheduled\",result=\"ok\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn unknown_commands_get_the_help_text_and_bad_arguments_a_precise_error() {
+    let app = spawn_app().await;
+    app.mount_reply().await;
+    let url = app.service_url();
+    app.post_activity(Some(&valid_token(&url)), &message(&url, "/frobnicate")).await;
+    app.post_activity(Some(&valid_token(&url)), &message(&url, "/remove-chat not-a-thread alice@contoso.com")).await;
+    let replies = TestApp::received(&app.connector, &reply_path()).await;
+    assert_eq!(replies.len(), 2);
+    let texts: Vec<String> =
+        replies.iter().map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["text"].as_str().unwrap().to_owned()).collect();
+    assert!(texts[0].starts_with("Unknown command `/frobnicate`."), "{}", texts[0]);
+    assert!(texts[0].contains("/history [n]"));
+    assert_eq!(
+        texts[1],
+        "Invalid <thread-id> `not-a-thread`: a chat id starts with `19:`. Usage: `/remove-chat <thread-id> <user> [reason...]`"
+    );
+}
+
+#[tokio::test]
+async fn non_message_activities_are_acknowledged_without_a_reply() {
+    let app = spawn_app().await;
+    let url = app.service_url();
+    let mut update = message(&url, "");
+    update["type"] = json!("conversationUpdate");
+    let response = app.post_activity(Some(&valid_token(&url)), &update).await;
+    assert_eq!(response.status(), 200);
+    app.assert_no_outbound().await;
+}
+
+fn dev_config() -> Config {
+    let mut config = Config::from_sources(Mode::Dev, None, |name| (name == "CHATWARDEN_BIND").then(|| "0.0.0.0:0".to_owned())).unwrap();
+    config.retry.base_delay = std::time::Duration::from_millis(5);
+    config
+}
+
+#[tokio::test]
+async fn local_mode_answers_without_a_token_on_loopback_and_sends_no_token() {
+    let connector = MockServer::start().await;
+    let app = launch(dev_config(), MockServer::start().await, MockServer::start().await, connector).await;
+    assert!(app.address.starts_with("http://127.0.0.1:"));
+    let body: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(body["checks"]["signing_keys"], "disabled");
+    app.mount_reply().await;
+    // The playground's connector lives on localhost.
+    let url = app.connector.uri().replace("127.0.0.1", "localhost");
+    let response = app.post_activity(None, &message(&url, "/help")).await;
+    assert_eq!(response.status(), 200);
+    let replies = TestApp::received(&app.connector, &reply_path()).await;
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].headers.get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn local_mode_never_sends_to_a_cloud_service_url() {
+    let app = launch(dev_config(), MockServer::start().await, MockServer::start().await, MockServer::start().await).await;
+    let response = app.post_activity(None, &message("https://smba.trafficmanager.net/emea/", "/help")).await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "service_url_not_allowed");
+}
