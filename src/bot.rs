@@ -1,13 +1,12 @@
-//! What the bot does with a verified activity: commands in, replies out.
+//! What the bot does with a verified activity: route it to help, the approval desk, or nothing.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::botframework::activity::{Activity, OutgoingActivity};
-use crate::botframework::connector::ConnectorClient;
+use crate::approvals::{CardAction, Desk};
 use crate::botframework::inbound::VerifiedActivity;
-use crate::commands::{self, Command, ParseError};
+use crate::commands::{self, ParseError};
 use crate::metrics::Metrics;
 
 /// The HTTP answer to an activity.
@@ -17,18 +16,25 @@ pub enum BotResponse {
     Ack,
     /// 200 with an invoke response body.
     Invoke(Value),
+    /// 500: the activity could not be processed (the database failed); Teams may retry it, and
+    /// the dedupe keys make the retry safe.
+    Failed,
 }
 
-/// The bot: turns activities into replies through the Bot Connector.
+/// The bot: turns activities into commands, cases and replies.
 pub struct Bot {
-    connector: ConnectorClient,
+    desk: Desk,
     metrics: Arc<Metrics>,
 }
 
+fn invoke_error(status: u16, code: &str, message: &str) -> Value {
+    json!({"statusCode": status, "type": "application/vnd.microsoft.error", "value": {"code": code, "message": message}})
+}
+
 impl Bot {
-    /// A bot that replies through `connector`.
-    pub fn new(connector: ConnectorClient, metrics: Arc<Metrics>) -> Self {
-        Self { connector, metrics }
+    /// A bot that handles cases through `desk`.
+    pub fn new(desk: Desk, metrics: Arc<Metrics>) -> Self {
+        Self { desk, metrics }
     }
 
     /// Handles one activity and returns the HTTP answer.
@@ -36,42 +42,88 @@ impl Bot {
         let activity = incoming.activity();
         let kind = activity_kind(&activity.kind);
         let response = match kind {
-            "message" => {
-                self.on_message(incoming).await;
-                BotResponse::Ack
-            }
-            "invoke" => on_invoke(activity),
+            "message" => self.on_message(incoming).await,
+            "invoke" => self.on_invoke(incoming).await,
             _ => BotResponse::Ack,
         };
-        self.metrics.inc("chatwarden_activities_total", &[("type", kind)]);
+        let result = match &response {
+            BotResponse::Failed => "error",
+            _ => "ok",
+        };
+        self.metrics.inc("chatwarden_activities_total", &[("type", kind), ("result", result)]);
         response
     }
 
-    async fn on_message(&self, incoming: &VerifiedActivity) {
+    async fn on_message(&self, incoming: &VerifiedActivity) -> BotResponse {
         let activity = incoming.activity();
         let text = activity.text_without_bot_mention();
-        if text.is_empty() && activity.value.is_some() {
-            // Card submissions carry their data in `value`; they are handled with cases.
-            return;
+        if text.is_empty() {
+            // Action.Submit from one of our cards arrives as a message whose `value` is the data.
+            if let Some(action) = activity.value.as_ref().and_then(CardAction::from_data) {
+                return match self.desk.on_card_action(incoming, action).await {
+                    Ok(reply) => {
+                        if let crate::approvals::ActionReply::Message(text) = reply {
+                            self.desk.reply_text(incoming, text).await;
+                        }
+                        BotResponse::Ack
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "card submission failed");
+                        BotResponse::Failed
+                    }
+                };
+            }
+            if activity.value.is_some() {
+                return BotResponse::Ack;
+            }
         }
-        let reply = match commands::parse(&text) {
-            Ok(Command::Help) => commands::help_text(),
-            Ok(_) => "This command is recognised, but case handling is not enabled on this instance.".to_owned(),
-            Err(err @ (ParseError::Unknown(_) | ParseError::Empty)) => format!("{err}\n\n{}", commands::help_text()),
-            Err(err) => err.to_string(),
+        let actor = match self.desk.authorise(activity) {
+            Ok(actor) => actor,
+            Err(denied) => {
+                let refusal = self.desk.refuse(activity, denied).await;
+                self.desk.reply_text(incoming, refusal.to_owned()).await;
+                return BotResponse::Ack;
+            }
         };
-        self.reply(incoming, reply).await;
+        match commands::parse(&text) {
+            Ok(command) => match self.desk.on_command(incoming, actor, command).await {
+                Ok(()) => BotResponse::Ack,
+                Err(err) => {
+                    tracing::error!(error = %err, "command failed");
+                    self.desk.reply_text(incoming, "Sorry, that failed on our side; nothing was changed. Please try again.".into()).await;
+                    BotResponse::Failed
+                }
+            },
+            Err(err @ (ParseError::Unknown(_) | ParseError::Empty)) => {
+                self.desk.reply_text(incoming, format!("{err}\n\n{}", commands::help_text())).await;
+                BotResponse::Ack
+            }
+            Err(err) => {
+                self.desk.reply_text(incoming, err.to_string()).await;
+                BotResponse::Ack
+            }
+        }
     }
 
-    async fn reply(&self, incoming: &VerifiedActivity, text: String) {
+    async fn on_invoke(&self, incoming: &VerifiedActivity) -> BotResponse {
         let activity = incoming.activity();
-        let (Some(conversation), Some(activity_id)) = (activity.conversation.as_ref(), activity.id.as_deref()) else {
-            tracing::warn!("message without conversation or id; no reply sent");
-            return;
-        };
-        let reply = OutgoingActivity::reply_text(activity, text);
-        if let Err(err) = self.connector.reply_to_activity(incoming.service_url(), &conversation.id, activity_id, &reply).await {
-            tracing::error!(error = %err, "could not send the reply");
+        match activity.name.as_deref() {
+            Some("adaptiveCard/action") => {
+                let Some(value) = activity.value.as_ref() else {
+                    return BotResponse::Invoke(invoke_error(400, "BadRequest", "Missing value property"));
+                };
+                let Some(action) = CardAction::from_invoke(value) else {
+                    return BotResponse::Invoke(invoke_error(400, "NotSupported", "This card action is not supported."));
+                };
+                match self.desk.on_card_action(incoming, action).await {
+                    Ok(reply) => BotResponse::Invoke(reply.invoke_body()),
+                    Err(err) => {
+                        tracing::error!(error = %err, "card action failed");
+                        BotResponse::Invoke(invoke_error(500, "InternalError", "Sorry, that failed on our side; nothing was changed."))
+                    }
+                }
+            }
+            _ => BotResponse::Invoke(json!({})),
         }
     }
 }
@@ -86,16 +138,5 @@ fn activity_kind(kind: &str) -> &'static str {
         "messageReaction" => "messageReaction",
         "event" => "event",
         _ => "other",
-    }
-}
-
-fn on_invoke(activity: &Activity) -> BotResponse {
-    match activity.name.as_deref() {
-        Some("adaptiveCard/action") => BotResponse::Invoke(json!({
-            "statusCode": 400,
-            "type": "application/vnd.microsoft.error",
-            "value": {"code": "NotSupported", "message": "This card action is not supported."}
-        })),
-        _ => BotResponse::Invoke(json!({})),
     }
 }

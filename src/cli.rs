@@ -1,13 +1,18 @@
-//! Command-line interface: `serve`, `dev`, `check-config`.
+//! Command-line interface: `serve`, `dev`, `check-config`, `history`.
 
-use std::io::Write as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use secrecy::ExposeSecret as _;
+
+use crate::cards;
+use crate::cases::Case;
 use crate::config::{Config, Mode};
 use crate::startup::Application;
+use crate::store::Store;
 use crate::telemetry::{self, LogFormat};
 
 /// Command-line arguments.
@@ -34,6 +39,15 @@ pub enum CliCommand {
         /// Check the configuration for `dev` instead of `serve`.
         #[arg(long)]
         dev: bool,
+    },
+    /// Print the case history from the database (the same history as `/history` and `/status`).
+    History {
+        /// How many cases, newest first.
+        #[arg(short = 'n', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Show one case with all its events instead.
+        #[arg(long, value_name = "CASE_ID")]
+        case: Option<String>,
     },
 }
 
@@ -67,6 +81,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Err(code) => code,
             }
         }
+        CliCommand::History { limit, case } => match load(Mode::Dev, cli.config.as_deref()) {
+            Ok(config) => history(&config, limit, case.as_deref()).await,
+            Err(code) => code,
+        },
         CliCommand::Serve => match load(Mode::Serve, cli.config.as_deref()) {
             Ok(config) => {
                 telemetry::init(LogFormat::Json);
@@ -82,6 +100,65 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(code) => code,
         },
     }
+}
+
+fn print_case(out: &mut impl Write, case: &Case) -> std::io::Result<()> {
+    let decided = case.approver.as_ref().map(|a| format!(" decided by {} ({})", a.name, a.oid)).unwrap_or_default();
+    writeln!(
+        out,
+        "{}  {}  {:<9}  {}  asked by {} ({}){decided}",
+        cards::timestamp(case.created_at),
+        case.id,
+        case.state.as_str(),
+        case.kind.describe(),
+        case.requester.name,
+        case.requester.oid
+    )?;
+    for target in &case.targets {
+        let chat = target.thread_id.as_deref().map(|t| format!(" in {t}")).unwrap_or_default();
+        let graph = target.graph_status.map(|s| format!(" HTTP {s}")).unwrap_or_default();
+        let detail = target.detail.as_deref().map(|d| format!(" {d}")).unwrap_or_default();
+        writeln!(out, "    {}{chat}: {}{graph}{detail}", target.user_ref, target.status.as_str())?;
+    }
+    Ok(())
+}
+
+async fn history(config: &Config, limit: u32, case_id: Option<&str>) -> ExitCode {
+    let store = match Store::connect(config.database_url.expose_secret()).await {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("cannot open the database: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let result: Result<ExitCode, Box<dyn std::error::Error>> = async {
+        match case_id {
+            Some(id) => {
+                let Some(case) = store.case(&id.to_ascii_uppercase()).await? else {
+                    eprintln!("no case {id}");
+                    return Ok(ExitCode::from(1));
+                };
+                print_case(&mut out, &case)?;
+                for event in store.events(&case.id).await? {
+                    let who = event.actor_name.unwrap_or_else(|| "chatwarden".into());
+                    writeln!(out, "  {}  {who}  {}  {}", cards::timestamp(event.at), event.kind, event.detail.unwrap_or_default())?;
+                }
+            }
+            None => {
+                for case in store.history(limit).await? {
+                    print_case(&mut out, &case)?;
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    store.close().await;
+    result.unwrap_or_else(|err| {
+        eprintln!("cannot read the history: {err}");
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve(config: Config) -> ExitCode {

@@ -90,6 +90,14 @@ pub const SETTINGS: &[Setting] = &[
     setting("CHATWARDEN_DATABASE_URL", "database_url", "sqlite://path or postgres://...", Some("sqlite://chatwarden.db"), true),
     setting("CHATWARDEN_ALERT_SECRET", "alert_secret", "HMAC-SHA256 key for /api/alerts (alerts disabled if unset)", None, true),
     setting("CHATWARDEN_MAX_BODY_BYTES", "max_body_bytes", "largest accepted request body in bytes", Some("262144"), false),
+    setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
+    setting(
+        "CHATWARDEN_REQUIRE_SECOND_APPROVER",
+        "require_second_approver",
+        "the requester may not approve their own case (true/false)",
+        Some("true in serve, false in dev"),
+        false,
+    ),
 ];
 
 /// Bot registration: the credentials the bot uses for its own outbound token.
@@ -187,6 +195,21 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Timing of case execution and recovery.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutionPolicy {
+    /// How long a runner's claim on a case lasts without renewal.
+    pub lease: Duration,
+    /// How often expired proposals and abandoned executions are swept.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ExecutionPolicy {
+    fn default() -> Self {
+        Self { lease: Duration::from_secs(300), sweep_interval: Duration::from_secs(30) }
+    }
+}
+
 /// The validated configuration the application runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -212,6 +235,12 @@ pub struct Config {
     pub alert_secret: Option<SecretString>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long a case waits for a decision.
+    pub case_ttl: Duration,
+    /// The requester may not approve their own case.
+    pub require_second_approver: bool,
+    /// Case execution timing (not an environment setting; tests shorten it).
+    pub execution: ExecutionPolicy,
     /// Key cache timing (not an environment setting; tests shorten it).
     pub key_refresh: KeyRefreshPolicy,
     /// Outbound retry timing (not an environment setting; tests shorten it).
@@ -333,6 +362,8 @@ impl Config {
             "CHATWARDEN_DATABASE_URL         = [redacted]".into(),
             format!("CHATWARDEN_ALERT_SECRET         = {}", set(self.alert_secret.is_some())),
             format!("CHATWARDEN_MAX_BODY_BYTES       = {}", self.max_body_bytes),
+            format!("CHATWARDEN_CASE_TTL_HOURS       = {}", self.case_ttl.as_secs() / 3600),
+            format!("CHATWARDEN_REQUIRE_SECOND_APPROVER = {}", self.require_second_approver),
         ]);
         lines.join("\n")
     }
@@ -354,6 +385,7 @@ fn read_file(raw: &mut RawSettings, text: &str) {
         let text = match value {
             toml::Value::String(v) => v,
             toml::Value::Integer(v) => v.to_string(),
+            toml::Value::Boolean(v) => v.to_string(),
             toml::Value::Array(items) => {
                 let mut parts = Vec::with_capacity(items.len());
                 for item in items {
@@ -539,33 +571,57 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     };
 
-    match (bind, openid_metadata, login, token_service, graph, management, allowlist, max_body_bytes) {
-        (
-            Some(bind),
-            Some(openid_metadata),
-            Some(login),
-            Some(token_service),
-            Some(graph),
-            Some(management),
-            Some(allowlist),
-            Some(max_body_bytes),
-        ) if raw.problems.is_empty() => Ok(Config {
-            mode,
-            bind,
-            app,
-            endpoints: Endpoints { openid_metadata, login, token_service, graph, management },
-            service_url,
-            service_url_allowlist: allowlist,
-            oauth_connection,
-            security: SecurityScope { team_id, channel_id, admins },
-            database_url: SecretString::from(database_url),
-            alert_secret,
-            max_body_bytes,
-            key_refresh: KeyRefreshPolicy::default(),
-            retry: RetryPolicy::default(),
-        }),
-        _ => Err(ConfigErrors { problems: raw.problems }),
+    let ttl_text = value_or_default(&raw, "CHATWARDEN_CASE_TTL_HOURS").trim().to_owned();
+    let case_ttl = match ttl_text.parse::<u64>() {
+        Ok(hours) if (1..=24 * 30).contains(&hours) => Some(Duration::from_secs(hours * 3600)),
+        _ => {
+            raw.problem("CHATWARDEN_CASE_TTL_HOURS", format!("`{ttl_text}` must be a whole number of hours from 1 to 720"));
+            None
+        }
+    };
+    let require_second_approver = match raw.get("CHATWARDEN_REQUIRE_SECOND_APPROVER").map(|v| v.trim().to_ascii_lowercase()) {
+        None => Some(mode == Mode::Serve),
+        Some(v) if v == "true" => Some(true),
+        Some(v) if v == "false" => Some(false),
+        Some(v) => {
+            raw.problem("CHATWARDEN_REQUIRE_SECOND_APPROVER", format!("`{v}` must be true or false"));
+            None
+        }
+    };
+
+    let problems = std::mem::take(&mut raw.problems);
+    let invalid = || ConfigErrors { problems: problems.clone() };
+    let (Some(bind), Some(openid_metadata), Some(login), Some(token_service), Some(graph), Some(management)) =
+        (bind, openid_metadata, login, token_service, graph, management)
+    else {
+        return Err(invalid());
+    };
+    let (Some(allowlist), Some(max_body_bytes), Some(case_ttl), Some(require_second_approver)) =
+        (allowlist, max_body_bytes, case_ttl, require_second_approver)
+    else {
+        return Err(invalid());
+    };
+    if !problems.is_empty() {
+        return Err(invalid());
     }
+    Ok(Config {
+        mode,
+        bind,
+        app,
+        endpoints: Endpoints { openid_metadata, login, token_service, graph, management },
+        service_url,
+        service_url_allowlist: allowlist,
+        oauth_connection,
+        security: SecurityScope { team_id, channel_id, admins },
+        database_url: SecretString::from(database_url),
+        alert_secret,
+        max_body_bytes,
+        case_ttl,
+        require_second_approver,
+        execution: ExecutionPolicy::default(),
+        key_refresh: KeyRefreshPolicy::default(),
+        retry: RetryPolicy::default(),
+    })
 }
 
 #[cfg(test)]

@@ -3,14 +3,19 @@
 //!
 //! See ARCHITECTURE.md for the module map and the invariants.
 
+pub mod approvals;
 pub mod bot;
 pub mod botframework;
+pub mod cards;
+pub mod cases;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod execution;
 pub mod http_error;
 pub mod metrics;
 pub mod outbound;
 pub mod server;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

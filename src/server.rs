@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Service as _;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpMessage as _, HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _, web};
 use serde_json::json;
 use tracing_actix_web::{RequestId, TracingLogger};
 
@@ -12,6 +12,7 @@ use crate::bot::{Bot, BotResponse};
 use crate::botframework::inbound::{InboundAuth, InboundGate, VerifiedActivity};
 use crate::http_error::ApiError;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// Shared state of the running service (cheap to clone: every field is shared).
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub bot: web::Data<Bot>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The database.
+    pub store: web::Data<Store>,
 }
 
 /// Registers every route on an actix-web app (the same function in production and tests).
@@ -29,10 +32,12 @@ pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone +
     let gate = state.gate.clone();
     let bot = state.bot.clone();
     let metrics = web::Data::from(Arc::clone(&state.metrics));
+    let store = state.store.clone();
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(gate.clone())
             .app_data(bot.clone())
             .app_data(metrics.clone())
+            .app_data(store.clone())
             .service(
                 web::resource("/api/messages").route(web::post().to(messages)).default_service(web::to(|| async { not_allowed("POST") })),
             )
@@ -81,6 +86,7 @@ async fn messages(activity: VerifiedActivity, bot: web::Data<Bot>) -> HttpRespon
     match bot.handle(&activity).await {
         BotResponse::Ack => HttpResponse::Ok().finish(),
         BotResponse::Invoke(body) => HttpResponse::Ok().json(body),
+        BotResponse::Failed => ApiError::Internal.error_response(),
     }
 }
 
@@ -88,14 +94,15 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn readyz(gate: web::Data<InboundGate>) -> HttpResponse {
+async fn readyz(gate: web::Data<InboundGate>, store: web::Data<Store>) -> HttpResponse {
     let keys = match &gate.auth {
         InboundAuth::Channel(auth) if auth.keys().is_ready() => "ok",
         InboundAuth::Channel(_) => "unavailable",
         InboundAuth::Disabled => "disabled",
     };
-    let ready = keys != "unavailable";
-    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"signing_keys": keys}});
+    let database = if store.ping().await { "ok" } else { "unavailable" };
+    let ready = keys != "unavailable" && database == "ok";
+    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"signing_keys": keys, "database": database}});
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 

@@ -7,6 +7,11 @@ use actix_web::dev::Server;
 use actix_web::{HttpServer, web};
 use anyhow::Context as _;
 
+use std::collections::HashSet;
+
+use secrecy::ExposeSecret as _;
+
+use crate::approvals::{CardUpdater, Desk, DeskSettings, Scope};
 use crate::bot::Bot;
 use crate::botframework::auth::ChannelAuthenticator;
 use crate::botframework::bot_token::BotTokenProvider;
@@ -14,9 +19,21 @@ use crate::botframework::connector::ConnectorClient;
 use crate::botframework::inbound::{InboundAuth, InboundGate};
 use crate::botframework::keys::KeyStore;
 use crate::botframework::service_url::HostAllowlist;
+use crate::cases::Policy;
 use crate::config::{Config, Mode};
+use crate::execution::{CaseExecutor, CaseRunner, UnavailableExecutor};
 use crate::metrics::Metrics;
 use crate::server::{AppState, build_app};
+use crate::store::Store;
+
+/// Parts that tests (and later integrations) may replace.
+#[derive(Default)]
+pub struct Overrides {
+    /// Executes approved cases (default: Graph is not available, every target fails clearly).
+    pub executor: Option<Arc<dyn CaseExecutor>>,
+    /// Identity of this process as a case runner (default: random).
+    pub runner_id: Option<String>,
+}
 
 /// A built, bound, not yet running service.
 pub struct Application {
@@ -35,9 +52,30 @@ pub fn effective_bind(config: &Config) -> SocketAddr {
     config.bind
 }
 
+/// Who may do what, from the configuration: in `serve` the configured tenant, team, channel and
+/// admins; in local mode whatever is configured, and anyone on loopback otherwise.
+pub fn desk_settings(config: &Config) -> DeskSettings {
+    let admins = (!config.security.admins.is_empty() || config.mode == Mode::Serve)
+        .then(|| config.security.admins.iter().map(|a| a.to_ascii_lowercase()).collect::<HashSet<_>>());
+    DeskSettings {
+        scope: Scope {
+            tenant_id: config.app.as_ref().map(|a| a.tenant_id.clone()),
+            team_id: config.security.team_id.clone(),
+            channel_id: config.security.channel_id.clone(),
+        },
+        policy: Policy { admins, require_second_approver: config.require_second_approver },
+        case_ttl: config.case_ttl,
+    }
+}
+
 impl Application {
     /// Wires every component and binds the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    /// Like [`Application::build`], with some parts replaced.
+    pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         let mut background = Vec::new();
         let (auth, tokens, allowlist) = match &config.app {
@@ -55,10 +93,19 @@ impl Application {
                 (InboundAuth::Disabled, BotTokenProvider::anonymous(), HostAllowlist::loopback_only())
             }
         };
+        let store = Store::connect(config.database_url.expose_secret()).await.context("cannot open the database")?;
+        tracing::info!(backend = ?store.backend(), "database ready");
+        let connector = Arc::new(ConnectorClient::new(tokens, config.retry, Arc::clone(&metrics)));
+        let updater = Arc::new(CardUpdater::new(Arc::clone(&connector), allowlist.clone()));
+        let executor = overrides.executor.unwrap_or_else(|| Arc::new(UnavailableExecutor));
+        let runner_id = overrides.runner_id.unwrap_or_else(|| format!("runner-{:016x}", fastrand::u64(..)));
+        let runner = Arc::new(CaseRunner::new(store.clone(), executor, updater.clone(), runner_id, config.execution.lease));
+        background.push(runner.spawn_sweeper(config.execution.sweep_interval));
+        let settings = desk_settings(&config);
+        let desk = Desk::new(store.clone(), connector, runner, updater, settings);
         let gate = web::Data::new(InboundGate { auth, allowlist, max_body_bytes: config.max_body_bytes, metrics: Arc::clone(&metrics) });
-        let connector = ConnectorClient::new(tokens, config.retry, Arc::clone(&metrics));
-        let bot = web::Data::new(Bot::new(connector, Arc::clone(&metrics)));
-        let state = AppState { gate, bot, metrics: Arc::clone(&metrics) };
+        let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics)));
+        let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store) };
 
         let bind = effective_bind(&config);
         let listener = TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;

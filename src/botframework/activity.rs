@@ -278,6 +278,45 @@ impl OutgoingActivity {
             recipient: to.from.clone(),
         }
     }
+
+    /// A reply to `to` that carries one adaptive card.
+    pub fn reply_card(to: &Activity, card: Value) -> Self {
+        let mut reply = Self::reply_text(to, String::new());
+        reply.text = None;
+        reply.text_format = None;
+        reply.attachments = vec![Attachment { content_type: "application/vnd.microsoft.card.adaptive".into(), content: card }];
+        reply
+    }
+
+    /// A full replacement of the card activity `activity_id` in `conversation_id`.
+    pub fn card_update(activity_id: &str, conversation_id: &str, card: Value) -> Self {
+        Self {
+            kind: "message",
+            id: Some(activity_id.to_owned()),
+            text: None,
+            text_format: None,
+            attachments: vec![Attachment { content_type: "application/vnd.microsoft.card.adaptive".into(), content: card }],
+            reply_to_id: None,
+            from: None,
+            conversation: Some(ConversationAccount { id: conversation_id.to_owned(), ..ConversationAccount::default() }),
+            recipient: None,
+        }
+    }
+
+    /// A new markdown message in `conversation_id` (in a channel thread when the id names one).
+    pub fn message(conversation_id: &str, text: impl Into<String>) -> Self {
+        Self {
+            kind: "message",
+            id: None,
+            text: Some(text.into()),
+            text_format: Some("markdown"),
+            attachments: Vec::new(),
+            reply_to_id: None,
+            from: None,
+            conversation: Some(ConversationAccount { id: conversation_id.to_owned(), ..ConversationAccount::default() }),
+            recipient: None,
+        }
+    }
 }
 
 #[cfg(test)]

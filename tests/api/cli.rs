@@ -76,3 +76,45 @@ fn the_example_configuration_file_is_valid() {
     let output = chatwarden().args(["--config", example, "check-config"]).env("MICROSOFT_APP_PASSWORD", APP_PASSWORD).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+#[tokio::test]
+async fn history_prints_the_cases_and_one_case_with_its_events() {
+    use chatwarden::cases::{Actor, CaseKind, CaseSource, NewCase, NewTarget, now_ms};
+    let url = sqlite_url();
+    let store = chatwarden::store::Store::connect(&url).await.unwrap();
+    let new = NewCase {
+        kind: CaseKind::RevokeSessions,
+        source: CaseSource::Command,
+        tenant_id: TENANT_ID.into(),
+        requester: Actor { oid: ADMIN_OID.into(), name: "Dana Admin".into(), user_id: "29:dana".into() },
+        reason: Some("compromised".into()),
+        targets: vec![NewTarget {
+            thread_id: None,
+            user_ref: "bob@contoso.com".into(),
+            user_oid: None,
+            user_tenant_id: TENANT_ID.into(),
+            display_name: None,
+        }],
+        evidence: vec![],
+        no_evidence: true,
+        ttl_ms: 60_000,
+    };
+    let chatwarden::store::Created::New(case) = store.create_case(&new, None, now_ms()).await.unwrap() else { panic!() };
+    store.close().await;
+
+    let output = chatwarden().args(["history", "-n", "5"]).env("CHATWARDEN_DATABASE_URL", &url).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains(&format!("{}  proposed   Revoke sign-in sessions  asked by Dana Admin ({ADMIN_OID})", case.id)), "{text}");
+    assert!(text.contains("    bob@contoso.com: pending"), "{text}");
+
+    let output = chatwarden().args(["history", "--case", &case.id.to_lowercase()]).env("CHATWARDEN_DATABASE_URL", &url).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("Dana Admin  requested  Revoke sign-in sessions (1 target(s)) without audit evidence; reason: compromised"),
+        "{text}"
+    );
+
+    let missing = chatwarden().args(["history", "--case", "CW-00000"]).env("CHATWARDEN_DATABASE_URL", &url).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+}

@@ -2,11 +2,15 @@
 //! Framework OpenID metadata/JWKS, Entra ID (bot token) and the Bot Connector, and a helper that
 //! signs test tokens with the RSA keys in `tests/fixtures`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chatwarden::cases::{Case, TargetStatus};
 use chatwarden::config::{Config, Mode};
-use chatwarden::startup::Application;
+use chatwarden::execution::{CaseExecutor, TargetResult};
+use chatwarden::startup::{Application, Overrides};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -14,6 +18,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 pub const APP_ID: &str = "9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3";
 pub const TENANT_ID: &str = "5f0e9d8c-2222-4b3c-8d7e-6f5a4b3c2d1e";
 pub const ADMIN_OID: &str = "0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d";
+pub const SECOND_ADMIN_OID: &str = "7d6c5b4a-4444-4c3d-9e8f-0a1b2c3d4e5f";
 pub const APP_PASSWORD: &str = "test-app-password-never-logged";
 pub const BOT_TOKEN: &str = "bot-token-from-fake-entra";
 pub const CONVERSATION_ID: &str = "19:c0ffee@thread.tacv2;messageid=1719900000123";
@@ -103,8 +108,71 @@ pub fn reply_path() -> String {
     format!("/v3/conversations/{}/activities/{ACTIVITY_ID}", encode(CONVERSATION_ID))
 }
 
+/// An executor that records what it was asked to do and reports every target done (204).
+#[derive(Default)]
+pub struct RecordingExecutor {
+    pub calls: std::sync::Mutex<Vec<String>>,
+    /// Delay before answering (to hold a case in `executing`).
+    pub delay: std::sync::Mutex<Duration>,
+}
+
+#[async_trait::async_trait]
+impl CaseExecutor for RecordingExecutor {
+    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
+        self.calls.lock().unwrap().push(case.id.clone());
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        case.targets
+            .iter()
+            .filter(|t| t.status == TargetStatus::Pending)
+            .map(|t| TargetResult {
+                position: t.position,
+                status: TargetStatus::Done,
+                graph_status: Some(204),
+                detail: "removed".into(),
+                user_oid: None,
+            })
+            .collect()
+    }
+}
+
+impl RecordingExecutor {
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// A fresh SQLite database file.
+pub fn sqlite_url() -> String {
+    let dir = std::env::temp_dir().join("chatwarden-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite://{}/cw-{:016x}.db", dir.display(), fastrand::u64(..))
+}
+
+/// The PostgreSQL server the tests use (this machine's, trust auth).
+pub fn postgres_base_url() -> String {
+    std::env::var("CHATWARDEN_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh PostgreSQL database on the test server.
+pub async fn postgres_url() -> String {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let base = postgres_base_url();
+    let name = format!("cw_test_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("PostgreSQL must be running for the tests (see README)");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    match base.rfind('/') {
+        Some(pos) => format!("{}/{name}", &base[..pos]),
+        None => panic!("bad CHATWARDEN_TEST_POSTGRES_URL"),
+    }
+}
+
 pub struct TestApp {
     pub address: String,
+    pub executor: Arc<RecordingExecutor>,
+    pub database_url: String,
     pub metadata: MockServer,
     pub login: MockServer,
     pub connector: MockServer,
@@ -116,11 +184,13 @@ pub struct TestApp {
 pub struct Fakes {
     pub metadata_up: bool,
     pub jwks: Value,
+    /// Database to use (default: a fresh SQLite file).
+    pub database_url: Option<String>,
 }
 
 impl Default for Fakes {
     fn default() -> Self {
-        Self { metadata_up: true, jwks: default_jwks() }
+        Self { metadata_up: true, jwks: default_jwks(), database_url: None }
     }
 }
 
@@ -137,7 +207,8 @@ pub fn serve_config(metadata: &MockServer, login: &MockServer) -> Config {
             "CHATWARDEN_SERVICE_URL_ALLOWLIST" => "127.0.0.1".into(),
             "CHATWARDEN_SECURITY_TEAM_ID" => "19:team@thread.tacv2".into(),
             "CHATWARDEN_SECURITY_CHANNEL_ID" => "19:c0ffee@thread.tacv2".into(),
-            "CHATWARDEN_ADMINS" => ADMIN_OID.into(),
+            "CHATWARDEN_ADMINS" => format!("{ADMIN_OID},{SECOND_ADMIN_OID}"),
+            "CHATWARDEN_DATABASE_URL" => sqlite_url(),
             _ => return None,
         })
     };
@@ -146,6 +217,8 @@ pub fn serve_config(metadata: &MockServer, login: &MockServer) -> Config {
     config.retry.base_delay = Duration::from_millis(5);
     config.retry.max_delay = Duration::from_millis(200);
     config.retry.request_timeout = Duration::from_secs(2);
+    config.execution.sweep_interval = Duration::from_millis(100);
+    config.execution.lease = Duration::from_secs(3);
     config
 }
 
@@ -194,6 +267,9 @@ pub async fn spawn_app_with(fakes: Fakes, tweak: impl FnOnce(&mut Config)) -> Te
     }
     mount_login(&login).await;
     let mut config = serve_config(&metadata, &login);
+    if let Some(url) = fakes.database_url {
+        config.database_url = url.into();
+    }
     tweak(&mut config);
     let wait_ready = fakes.metadata_up && config.auth_enabled();
     let app = launch(config, metadata, login, connector).await;
@@ -204,12 +280,15 @@ pub async fn spawn_app_with(fakes: Fakes, tweak: impl FnOnce(&mut Config)) -> Te
 }
 
 pub async fn launch(config: Config, metadata: MockServer, login: MockServer, connector: MockServer) -> TestApp {
-    let application = Application::build(config).await.expect("app builds");
+    let executor = Arc::new(RecordingExecutor::default());
+    let database_url = config.database_url.expose_secret().to_owned();
+    let overrides = Overrides { executor: Some(executor.clone() as Arc<dyn CaseExecutor>), runner_id: None };
+    let application = Application::build_with(config, overrides).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let metrics = application.metrics();
     tokio::spawn(application.run_until_stopped());
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, metadata, login, connector, client, metrics }
+    TestApp { address, executor, database_url, metadata, login, connector, client, metrics }
 }
 
 impl TestApp {

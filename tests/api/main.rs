@@ -2,7 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod auth;
+mod cards;
+mod cases;
 mod cli;
 mod connector;
 mod helpers;
 mod server;
+mod store;

@@ -23,7 +23,7 @@ async fn readyz_reports_the_signing_keys() {
     let response = app.get("/readyz").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({"status": "ready", "checks": {"signing_keys": "ok"}}));
+    assert_eq!(body, json!({"status": "ready", "checks": {"signing_keys": "ok", "database": "ok"}}));
 }
 
 #[tokio::test]
@@ -102,7 +102,13 @@ async fn non_message_activities_are_acknowledged_without_a_reply() {
 }
 
 fn dev_config() -> Config {
-    let mut config = Config::from_sources(Mode::Dev, None, |name| (name == "CHATWARDEN_BIND").then(|| "0.0.0.0:0".to_owned())).unwrap();
+    let db = sqlite_url();
+    let mut config = Config::from_sources(Mode::Dev, None, |name| match name {
+        "CHATWARDEN_BIND" => Some("0.0.0.0:0".to_owned()),
+        "CHATWARDEN_DATABASE_URL" => Some(db.clone()),
+        _ => None,
+    })
+    .unwrap();
     config.retry.base_delay = std::time::Duration::from_millis(5);
     config
 }

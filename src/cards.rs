@@ -1,0 +1,266 @@
+//! Adaptive Cards (schema 1.5) for cases: approval, result and status cards.
+//!
+//! Buttons are `Action.Execute` (universal actions, answered by the `adaptiveCard/action`
+//! invoke) with an `Action.Submit` fallback for older clients; both carry the case id and the
+//! decision in their `data`. Every string that comes from a person or an audit record goes
+//! through [`plain`] so it cannot inject markdown into the card.
+
+use serde_json::{Value, json};
+
+use crate::cases::{Case, CaseEvent, CaseKind, CaseState, Decision, Target, TargetStatus};
+
+/// Content type of an adaptive card attachment.
+pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
+/// Adaptive card schema version used by every card.
+pub const CARD_VERSION: &str = "1.5";
+/// Marker in button data that identifies chatwarden's own card actions.
+pub const ACTION_MARKER: &str = "chatwarden";
+/// Longest piece of user-supplied text shown on a card.
+const MAX_FIELD_CHARS: usize = 300;
+
+/// Makes untrusted text safe for a card: no control characters or line breaks, markdown
+/// punctuation escaped, and cut to a reasonable length.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.chars().enumerate() {
+        if i >= MAX_FIELD_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            c if c.is_control() => out.push(' '),
+            '\\' | '*' | '_' | '[' | ']' | '(' | ')' | '`' | '~' | '#' | '>' | '<' | '|' | '{' | '}' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // A leading list marker (`- x`, `+ x`, `1. x`) would become a list.
+            '-' | '+' | '.' if out.trim().chars().all(|c| c.is_ascii_digit()) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Formats Unix milliseconds as an RFC 3339 UTC timestamp (to the second).
+pub fn timestamp(ms: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn text(text: impl Into<String>) -> Value {
+    json!({"type": "TextBlock", "text": text.into(), "wrap": true})
+}
+
+fn heading(text: impl Into<String>) -> Value {
+    json!({"type": "TextBlock", "text": text.into(), "wrap": true, "weight": "Bolder", "size": "Medium", "style": "heading"})
+}
+
+fn facts(facts: Vec<(String, String)>) -> Value {
+    json!({"type": "FactSet", "facts": facts.into_iter().map(|(title, value)| json!({"title": title, "value": value})).collect::<Vec<_>>()})
+}
+
+fn card(body: Vec<Value>, actions: Vec<Value>) -> Value {
+    let mut card = json!({
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": CARD_VERSION,
+        "body": body,
+    });
+    if !actions.is_empty() {
+        card["actions"] = Value::Array(actions);
+    }
+    card
+}
+
+/// Data carried by a decision button.
+pub fn decision_data(case_id: &str, decision: Decision) -> Value {
+    let action = match decision {
+        Decision::Approve => "approve",
+        Decision::Reject => "reject",
+    };
+    json!({ACTION_MARKER: 1, "caseId": case_id, "action": action})
+}
+
+fn button(title: &str, verb: &str, data: Value, style: &str) -> Value {
+    json!({
+        "type": "Action.Execute",
+        "title": title,
+        "verb": verb,
+        "data": data,
+        "style": style,
+        "fallback": {"type": "Action.Submit", "title": title, "data": data},
+    })
+}
+
+fn target_line(kind: CaseKind, target: &Target) -> String {
+    let user = match (&target.display_name, &target.user_oid) {
+        (Some(name), _) => format!("{} ({})", plain(name), plain(&target.user_ref)),
+        (None, Some(oid)) if oid != &target.user_ref => format!("{} ({})", plain(&target.user_ref), plain(oid)),
+        _ => plain(&target.user_ref),
+    };
+    match (kind, &target.thread_id) {
+        (_, Some(thread)) => format!("{user} in chat {}", plain(thread)),
+        _ => user,
+    }
+}
+
+fn outcome_line(kind: CaseKind, target: &Target) -> String {
+    let mark = match target.status {
+        TargetStatus::Pending => "pending",
+        TargetStatus::Done => "done",
+        TargetStatus::Failed => "FAILED",
+        TargetStatus::Skipped => "skipped",
+    };
+    let detail = target.detail.as_deref().map(plain).unwrap_or_default();
+    if detail.is_empty() {
+        format!("{}: {mark}", target_line(kind, target))
+    } else {
+        format!("{}: {mark} ({detail})", target_line(kind, target))
+    }
+}
+
+fn case_facts(case: &Case) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("Case".to_owned(), case.id.clone()),
+        ("Action".to_owned(), case.kind.describe().to_owned()),
+        ("Requested by".to_owned(), format!("{} ({})", plain(&case.requester.name), plain(&case.requester.oid))),
+        ("Requested at".to_owned(), timestamp(case.created_at)),
+    ];
+    if let Some(reason) = &case.reason {
+        rows.push(("Reason".to_owned(), plain(reason)));
+    }
+    let evidence = if case.evidence.is_empty() {
+        "none found: approving overrides the evidence check (recorded)".to_owned()
+    } else {
+        case.evidence.iter().map(|id| plain(id)).collect::<Vec<_>>().join(", ")
+    };
+    rows.push(("Audit evidence".to_owned(), evidence));
+    rows
+}
+
+const MAX_TARGET_LINES: usize = 15;
+
+fn target_block(case: &Case, line: fn(CaseKind, &Target) -> String) -> Vec<Value> {
+    let mut blocks = vec![text(format!("**Targets ({})**", case.targets.len()))];
+    for target in case.targets.iter().take(MAX_TARGET_LINES) {
+        blocks.push(text(format!("- {}", line(case.kind, target))));
+    }
+    if case.targets.len() > MAX_TARGET_LINES {
+        blocks.push(text(format!("and {} more (see `/status {}`)", case.targets.len() - MAX_TARGET_LINES, case.id)));
+    }
+    blocks
+}
+
+/// The card asking an admin to approve or reject a proposed case.
+pub fn approval_card(case: &Case) -> Value {
+    let mut body = vec![heading(format!("Approval needed: {}", case.kind.describe())), facts(case_facts(case))];
+    body.extend(target_block(case, target_line));
+    if case.evidence.is_empty() {
+        body.push(text("**No Teams audit record matches this request.** Check the chat and user before approving."));
+    }
+    body.push(text(format!("Decide before {}.", timestamp(case.expires_at))));
+    let approve_title = if case.evidence.is_empty() { "Approve without evidence" } else { "Approve" };
+    let actions = vec![
+        button(approve_title, "approve", decision_data(&case.id, Decision::Approve), "destructive"),
+        button("Reject", "reject", decision_data(&case.id, Decision::Reject), "default"),
+    ];
+    card(body, actions)
+}
+
+fn state_line(case: &Case) -> String {
+    let who = case.approver.as_ref().map(|a| plain(&a.name)).unwrap_or_else(|| "nobody".into());
+    let when = case.decided_at.map(timestamp).unwrap_or_default();
+    match case.state {
+        CaseState::Proposed => format!("Waiting for approval until {}.", timestamp(case.expires_at)),
+        CaseState::Approved => format!("Approved by {who} at {when}; about to run."),
+        CaseState::Executing => format!("Approved by {who} at {when}; running now."),
+        CaseState::Done => format!("Approved by {who} at {when}; done."),
+        CaseState::Failed => format!("Approved by {who} at {when}; **some targets failed**."),
+        CaseState::Rejected => format!("Rejected by {who} at {when}. Nothing was changed."),
+        CaseState::Expired => format!("Expired at {} without a decision. Nothing was changed.", timestamp(case.expires_at)),
+    }
+}
+
+/// The card that replaces the approval card once a case is decided (and as it runs).
+pub fn result_card(case: &Case) -> Value {
+    let title = match case.state {
+        CaseState::Done => format!("Done: {}", case.kind.describe()),
+        CaseState::Failed => format!("Failed: {}", case.kind.describe()),
+        CaseState::Rejected => format!("Rejected: {}", case.kind.describe()),
+        CaseState::Expired => format!("Expired: {}", case.kind.describe()),
+        _ => format!("In progress: {}", case.kind.describe()),
+    };
+    let mut body = vec![heading(title), text(state_line(case)), facts(case_facts(case))];
+    body.extend(target_block(case, outcome_line));
+    card(body, Vec::new())
+}
+
+/// The card for a case in any state: the approval card while proposed, else the result card.
+pub fn case_card(case: &Case) -> Value {
+    if case.state == CaseState::Proposed { approval_card(case) } else { result_card(case) }
+}
+
+/// `/status <case>`: the case and its history.
+pub fn status_card(case: &Case, events: &[CaseEvent]) -> Value {
+    let mut body = vec![heading(format!("Case {} ({})", case.id, case.state)), text(state_line(case)), facts(case_facts(case))];
+    body.extend(target_block(case, outcome_line));
+    body.push(text("**History**"));
+    for event in events.iter().rev().take(20).rev() {
+        let who = event.actor_name.as_deref().map(plain).unwrap_or_else(|| "chatwarden".into());
+        let detail = event.detail.as_deref().map(|d| format!(": {}", plain(d))).unwrap_or_default();
+        body.push(text(format!("{} {} {}{detail}", timestamp(event.at), who, plain(&event.kind))));
+    }
+    card(body, Vec::new())
+}
+
+/// `/history [n]`: one line per case, newest first.
+pub fn history_card(cases: &[Case]) -> Value {
+    let mut body = vec![heading(format!("Last {} case(s)", cases.len()))];
+    if cases.is_empty() {
+        body.push(text("No cases yet."));
+    }
+    for case in cases {
+        let targets = case.targets.iter().take(3).map(|t| target_line(case.kind, t)).collect::<Vec<_>>().join("; ");
+        let more = if case.targets.len() > 3 { format!(" and {} more", case.targets.len() - 3) } else { String::new() };
+        let decided = match &case.approver {
+            Some(a) => format!("; decided by {} ({})", plain(&a.name), plain(&a.oid)),
+            None => String::new(),
+        };
+        body.push(text(format!(
+            "**{}** {} [{}]: {targets}{more}; asked by {} ({}){decided}",
+            case.id,
+            case.kind.describe(),
+            case.state,
+            plain(&case.requester.name),
+            plain(&case.requester.oid)
+        )));
+    }
+    card(body, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_and_control_characters_are_neutralised() {
+        assert_eq!(plain("**bold** [x](http://evil)"), "\\*\\*bold\\*\\* \\[x\\]\\(http://evil\\)");
+        assert_eq!(plain("a\nb\tc"), "a b c");
+        assert_eq!(plain("- item"), "\\- item");
+        assert_eq!(plain("12. item"), "12\\. item");
+        assert_eq!(plain("alice-smith@contoso.com"), "alice-smith@contoso.com");
+        assert_eq!(plain(&"x".repeat(400)).chars().count(), 301);
+    }
+
+    #[test]
+    fn timestamps_are_utc() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(timestamp(1_779_786_153_000), "2026-05-26 09:02:33 UTC");
+    }
+}

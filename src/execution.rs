@@ -1,0 +1,163 @@
+//! Running approved cases, exactly once across retries, restarts and replicas.
+//!
+//! A runner claims a case in the database (`approved -> executing` with a lease), hands its
+//! pending targets to the [`CaseExecutor`] (the Graph calls), records each outcome, and finishes
+//! the case (`done | failed`). A replica that dies mid-run leaves a lapsed lease; the sweeper of
+//! any replica (and every start-up) picks such cases up again. Graph removal is idempotent, so
+//! resuming a half-run case is safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::cases::{Case, CaseState, TargetStatus, final_state, now_ms};
+use crate::store::{Store, StoreError};
+
+/// The outcome of one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetResult {
+    /// Target position in the case.
+    pub position: i64,
+    /// Done, failed or skipped.
+    pub status: TargetStatus,
+    /// HTTP status Graph answered, if it was called.
+    pub graph_status: Option<i64>,
+    /// Plain-language outcome for the card and history.
+    pub detail: String,
+    /// The object id the target resolved to (UPN lookups).
+    pub user_oid: Option<String>,
+}
+
+/// Carries out a case's targets (the Graph calls).
+#[async_trait]
+pub trait CaseExecutor: Send + Sync {
+    /// Executes every pending target of `case` and reports each outcome.
+    async fn execute(&self, case: &Case) -> Vec<TargetResult>;
+}
+
+/// Told whenever a case changes, to update its card.
+#[async_trait]
+pub trait CaseObserver: Send + Sync {
+    /// The case after the change.
+    async fn case_changed(&self, case: &Case);
+}
+
+/// An executor for deployments where Graph execution is not wired: every target fails with a
+/// clear message, so nothing is reported as done that was not done.
+pub struct UnavailableExecutor;
+
+#[async_trait]
+impl CaseExecutor for UnavailableExecutor {
+    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
+        case.targets
+            .iter()
+            .filter(|t| t.status == TargetStatus::Pending)
+            .map(|t| TargetResult {
+                position: t.position,
+                status: TargetStatus::Failed,
+                graph_status: None,
+                detail: "Graph execution is not available on this instance".into(),
+                user_oid: None,
+            })
+            .collect()
+    }
+}
+
+/// Claims and runs approved cases.
+pub struct CaseRunner {
+    store: Store,
+    executor: Arc<dyn CaseExecutor>,
+    observer: Arc<dyn CaseObserver>,
+    owner: String,
+    lease: Duration,
+}
+
+impl CaseRunner {
+    /// A runner identified as `owner` (unique per process) holding leases of `lease`.
+    pub fn new(store: Store, executor: Arc<dyn CaseExecutor>, observer: Arc<dyn CaseObserver>, owner: String, lease: Duration) -> Self {
+        Self { store, executor, observer, owner, lease }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    /// Runs one case if this runner wins its claim; returns its final state, or `None` when
+    /// another runner holds it or it is not runnable.
+    pub async fn run(&self, case_id: &str) -> Result<Option<CaseState>, StoreError> {
+        let Some(case) = self.store.claim_for_execution(case_id, &self.owner, self.lease_ms(), now_ms()).await? else {
+            return Ok(None);
+        };
+        tracing::info!(case.id = %case.id, targets = case.targets.len(), "executing case");
+        self.observer.case_changed(&case).await;
+
+        let results = {
+            let execution = self.executor.execute(&case);
+            tokio::pin!(execution);
+            let mut renew = tokio::time::interval(self.lease / 3);
+            renew.tick().await;
+            loop {
+                tokio::select! {
+                    results = &mut execution => break results,
+                    _ = renew.tick() => {
+                        if !self.store.renew_lease(&case.id, &self.owner, now_ms() + self.lease_ms()).await.unwrap_or(false) {
+                            tracing::warn!(case.id = %case.id, "could not renew the execution lease");
+                        }
+                    }
+                }
+            }
+        };
+        for result in &results {
+            self.store
+                .record_target(
+                    &case.id,
+                    result.position,
+                    result.status,
+                    result.graph_status,
+                    &result.detail,
+                    result.user_oid.as_deref(),
+                    now_ms(),
+                )
+                .await?;
+        }
+        let recorded = self.store.case(&case.id).await?.unwrap_or(case);
+        let state = final_state(&recorded.targets);
+        if !self.store.finish(&recorded.id, &self.owner, state, now_ms()).await? {
+            tracing::warn!(case.id = %recorded.id, "lost the execution lease before finishing; another runner will finish it");
+            return Ok(None);
+        }
+        tracing::info!(case.id = %recorded.id, state = %state, "case finished");
+        if let Some(finished) = self.store.case(&recorded.id).await? {
+            self.observer.case_changed(&finished).await;
+        }
+        Ok(Some(state))
+    }
+
+    /// Expires overdue proposals and runs every claimable case once.
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        for case in self.store.expire_due(now_ms()).await? {
+            tracing::info!(case.id = %case.id, "case expired without a decision");
+            self.observer.case_changed(&case).await;
+        }
+        for id in self.store.claimable(now_ms()).await? {
+            if let Err(err) = self.run(&id).await {
+                tracing::error!(case.id = %id, error = %err, "could not run case");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sweeps now (start-up recovery) and then every `every`.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let runner = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = runner.sweep().await {
+                    tracing::error!(error = %err, "case sweep failed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+}

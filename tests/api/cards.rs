@@ -1,0 +1,100 @@
+//! Every card the bot builds validates against the official Adaptive Cards 1.5 JSON schema
+//! (fetched by scripts/test into CHATWARDEN_CARD_SCHEMA), and untrusted text stays inert.
+
+use chatwarden::cards;
+use chatwarden::cases::{Actor, Case, CaseEvent, CaseKind, CaseSource, CaseState, Target, TargetStatus};
+use serde_json::Value;
+
+fn schema_validator() -> jsonschema::Validator {
+    let path = std::env::var("CHATWARDEN_CARD_SCHEMA").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/chatwarden/adaptive-card-1.5.schema.json")
+    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the Adaptive Cards schema is missing at {path} ({e}); run ./scripts/test, which fetches it"));
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn assert_valid(name: &str, card: &Value) {
+    let validator = schema_validator();
+    let errors: Vec<String> = validator.iter_errors(card).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name} is not a valid Adaptive Card: {errors:#?}\n{card:#}");
+    assert_eq!(card["version"], "1.5", "{name}");
+}
+
+fn actor(name: &str) -> Actor {
+    Actor { oid: "0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d".into(), name: name.into(), user_id: "29:x".into() }
+}
+
+fn sample(state: CaseState, targets: usize, evidence: bool) -> Case {
+    Case {
+        id: "CW-7K3P9".into(),
+        kind: CaseKind::RemoveChat,
+        state,
+        source: CaseSource::Command,
+        tenant_id: "5f0e9d8c-2222-4b3c-8d7e-6f5a4b3c2d1e".into(),
+        requester: actor("Dana **Admin**"),
+        reason: Some("[click](https://evil.example) _now_".into()),
+        no_evidence: !evidence,
+        approver: (state != CaseState::Proposed).then(|| actor("Sam")),
+        decided_at: Some(1_779_786_153_000),
+        card: None,
+        created_at: 1_779_786_000_000,
+        updated_at: 1_779_786_153_000,
+        expires_at: 1_779_872_400_000,
+        version: 1,
+        targets: (0..targets)
+            .map(|i| Target {
+                position: i as i64,
+                thread_id: Some(format!("19:chat{i}@thread.v2")),
+                user_ref: format!("user{i}@contoso.com"),
+                user_oid: None,
+                user_tenant_id: "t".into(),
+                display_name: None,
+                status: if i % 2 == 0 { TargetStatus::Done } else { TargetStatus::Failed },
+                graph_status: Some(204),
+                detail: Some("removed".into()),
+            })
+            .collect(),
+        evidence: if evidence { vec!["3a951c24-3214-5529-b2fe-097628a39ecd".into()] } else { vec![] },
+    }
+}
+
+#[test]
+fn the_schema_rejects_a_broken_card() {
+    let validator = schema_validator();
+    let broken = serde_json::json!({"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock"}]});
+    assert!(!validator.is_valid(&broken));
+}
+
+#[test]
+fn approval_cards_are_valid_with_and_without_evidence() {
+    assert_valid("approval card", &cards::approval_card(&sample(CaseState::Proposed, 1, true)));
+    assert_valid("approval card without evidence", &cards::approval_card(&sample(CaseState::Proposed, 1, false)));
+    assert_valid("bulk approval card", &cards::approval_card(&sample(CaseState::Proposed, 40, true)));
+}
+
+#[test]
+fn result_cards_are_valid_in_every_state() {
+    for state in [CaseState::Approved, CaseState::Executing, CaseState::Done, CaseState::Failed, CaseState::Rejected, CaseState::Expired] {
+        assert_valid(state.as_str(), &cards::result_card(&sample(state, 3, true)));
+    }
+}
+
+#[test]
+fn status_and_history_cards_are_valid() {
+    let events =
+        vec![CaseEvent { at: 1, actor_oid: None, actor_name: Some("Dana".into()), kind: "requested".into(), detail: Some("x".into()) }];
+    assert_valid("status card", &cards::status_card(&sample(CaseState::Done, 2, true), &events));
+    assert_valid("history card", &cards::history_card(&[sample(CaseState::Done, 5, true), sample(CaseState::Proposed, 1, false)]));
+    assert_valid("empty history card", &cards::history_card(&[]));
+}
+
+#[test]
+fn untrusted_text_cannot_add_links_or_formatting() {
+    let card = cards::approval_card(&sample(CaseState::Proposed, 1, true)).to_string();
+    assert!(!card.contains("[click](https://evil.example)"));
+    assert!(card.contains("\\\\[click\\\\]\\\\(https://evil.example\\\\)"), "{card}");
+    assert!(!card.contains("Dana **Admin**"));
+}

@@ -1,0 +1,362 @@
+//! The case flow through the real server: command -> approval card -> decision -> execution,
+//! with double clicks, redeliveries, strangers and restarts.
+
+use std::time::Duration;
+
+use chatwarden::cases::{CaseState, now_ms};
+use chatwarden::store::Store;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::*;
+
+const THREAD: &str = "19:11dbae04-5d5d-4bc7-9766-16793ed91233_4fdb1e07-a7e9-475c-a5e2-8d042a6c8102@unq.gbl.spaces";
+const VICTIM: &str = "4fdb1e07-a7e9-475c-a5e2-8d042a6c8102";
+const CARD_ID: &str = "1719900000999";
+
+/// A connector that accepts replies (answering the card id), sends and updates.
+async fn mount_connector(app: &TestApp) {
+    Mock::given(method("POST"))
+        .and(path_regex("^/v3/conversations/[^/]+/activities/[^/]+$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": CARD_ID})))
+        .mount(&app.connector)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/v3/conversations/.+/activities/.+$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": CARD_ID})))
+        .mount(&app.connector)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/v3/conversations/[^/]+/activities$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "m1"})))
+        .mount(&app.connector)
+        .await;
+}
+
+fn from(activity: &mut Value, oid: &str, name: &str) {
+    activity["from"] = json!({"id": format!("29:{name}"), "name": name, "aadObjectId": oid});
+}
+
+/// The `adaptiveCard/action` invoke Teams sends when `oid` presses a button of our card.
+fn invoke(url: &str, id: &str, oid: &str, case_id: &str, verb: &str) -> Value {
+    let mut activity = message(url, "");
+    activity["type"] = json!("invoke");
+    activity["name"] = json!("adaptiveCard/action");
+    activity["id"] = json!(id);
+    activity["replyToId"] = json!(CARD_ID);
+    activity.as_object_mut().unwrap().remove("text");
+    activity["value"] = json!({"action": {"type": "Action.Execute", "verb": verb, "data": {"chatwarden": 1, "caseId": case_id, "action": verb}}, "trigger": "manual"});
+    from(&mut activity, oid, &format!("admin-{oid}"));
+    activity
+}
+
+/// Posts a command from the default admin and returns the case id shown on the approval card.
+async fn request_removal(app: &TestApp, activity_id: &str) -> String {
+    let url = app.service_url();
+    let mut command = message(&url, &format!("/remove-chat {THREAD} {VICTIM} suspicious link"));
+    command["id"] = json!(activity_id);
+    let response = app.post_activity(Some(&valid_token(&url)), &command).await;
+    assert_eq!(response.status(), 200);
+    card_case_id(app).await
+}
+
+async fn replies(app: &TestApp) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    for request in app.connector.received_requests().await.unwrap() {
+        if request.method.as_str() == "POST" && request.url.path().contains("/activities/") {
+            bodies.push(serde_json::from_slice(&request.body).unwrap());
+        }
+    }
+    bodies
+}
+
+async fn card_case_id(app: &TestApp) -> String {
+    let replies = replies(app).await;
+    let card = replies.iter().rev().find_map(|r| r["attachments"][0]["content"].as_object().cloned()).expect("an approval card was posted");
+    let facts = card["body"][1]["facts"].as_array().unwrap();
+    facts[0]["value"].as_str().unwrap().to_owned()
+}
+
+async fn wait_state(store: &Store, id: &str, state: CaseState) {
+    for _ in 0..200 {
+        if store.case(id).await.unwrap().map(|c| c.state) == Some(state) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("case {id} never reached {state}");
+}
+
+async fn puts(app: &TestApp) -> Vec<Value> {
+    app.connector
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_admin_command_posts_an_approval_card_and_records_the_case() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    assert!(case_id.starts_with("CW-"), "{case_id}");
+
+    let reply = replies(&app).await.pop().unwrap();
+    assert_eq!(reply["replyToId"], "cmd-1");
+    let card = &reply["attachments"][0];
+    assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
+    let actions = card["content"]["actions"].as_array().unwrap();
+    assert_eq!(actions[0]["type"], "Action.Execute");
+    assert_eq!(actions[0]["data"], json!({"chatwarden": 1, "caseId": case_id, "action": "approve"}));
+    assert_eq!(actions[0]["fallback"]["type"], "Action.Submit");
+    assert_eq!(actions[1]["verb"], "reject");
+
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Proposed);
+    assert_eq!(case.requester.oid, ADMIN_OID);
+    assert_eq!(case.reason.as_deref(), Some("suspicious link"));
+    assert_eq!(case.targets[0].thread_id.as_deref(), Some(THREAD));
+    assert_eq!(case.targets[0].user_oid.as_deref(), Some(VICTIM));
+    assert_eq!(case.targets[0].user_tenant_id, TENANT_ID);
+    let card_ref = case.card.unwrap();
+    assert_eq!(card_ref.activity_id, CARD_ID);
+    assert_eq!(card_ref.conversation_id, CONVERSATION_ID);
+}
+
+#[tokio::test]
+async fn a_redelivered_command_opens_no_second_case() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    request_removal(&app, "cmd-1").await;
+    request_removal(&app, "cmd-1").await;
+    assert_eq!(replies(&app).await.len(), 1);
+    let store = Store::connect(&app.database_url).await.unwrap();
+    assert_eq!(store.history(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn another_admin_approves_and_the_case_executes_exactly_once() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let token = valid_token(&url);
+
+    let response = app.post_activity(Some(&token), &invoke(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "approve")).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["statusCode"], 200);
+    assert_eq!(body["type"], "application/vnd.microsoft.card.adaptive");
+    assert!(body["value"]["body"][1]["text"].as_str().unwrap().starts_with("Approved by admin-"), "{body}");
+
+    let store = Store::connect(&app.database_url).await.unwrap();
+    wait_state(&store, &case_id, CaseState::Done).await;
+    // A second click, the same click redelivered, and a click on Reject change nothing.
+    for (id, verb) in [("inv-2", "approve"), ("inv-1", "approve"), ("inv-3", "reject")] {
+        let response = app.post_activity(Some(&token), &invoke(&url, id, SECOND_ADMIN_OID, &case_id, verb)).await;
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "application/vnd.microsoft.card.adaptive", "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.executor.calls(), std::slice::from_ref(&case_id));
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Done);
+    assert_eq!(case.approver.unwrap().oid, SECOND_ADMIN_OID);
+    assert_eq!(case.targets[0].graph_status, Some(204));
+
+    // The card was updated for everyone, ending with the outcome, and the thread was told.
+    let updates = puts(&app).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last["id"], CARD_ID);
+    assert!(last["attachments"][0]["content"]["body"][0]["text"].as_str().unwrap().starts_with("Done"), "{last}");
+    let requests = app.connector.received_requests().await.unwrap();
+    let told = requests.iter().any(|r| {
+        r.url.path() == format!("/v3/conversations/{}/activities", encode(CONVERSATION_ID))
+            && String::from_utf8_lossy(&r.body).contains(&format!("Case {case_id} is done"))
+    });
+    assert!(told);
+}
+
+#[tokio::test]
+async fn the_action_submit_fallback_decides_the_same_way() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let mut submit = message(&url, "");
+    submit.as_object_mut().unwrap().remove("text");
+    submit["id"] = json!("submit-1");
+    submit["replyToId"] = json!(CARD_ID);
+    submit["value"] = json!({"chatwarden": 1, "caseId": case_id, "action": "reject"});
+    from(&mut submit, SECOND_ADMIN_OID, "Second Admin");
+    assert_eq!(app.post_activity(Some(&valid_token(&url)), &submit).await.status(), 200);
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Rejected);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let updates = puts(&app).await;
+    assert!(updates.iter().any(|u| u["attachments"][0]["content"]["body"][0]["text"].as_str().unwrap().starts_with("Rejected")));
+    assert!(app.executor.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_stranger_pressing_approve_changes_nothing_and_learns_nothing() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let stranger = "99999999-9999-4999-8999-999999999999";
+    let response = app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", stranger, &case_id, "approve")).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": chatwarden::approvals::REFUSAL_TEXT})
+    );
+    // A forged case id gets the very same answer.
+    let response = app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-2", stranger, "CW-NOPE0", "approve")).await;
+    let forged: Value = response.json().await.unwrap();
+    assert_eq!(forged, body);
+    let store = Store::connect(&app.database_url).await.unwrap();
+    assert_eq!(store.case(&case_id).await.unwrap().unwrap().state, CaseState::Proposed);
+    assert_eq!(store.refusals(10).await.unwrap().len(), 2);
+    assert!(app.executor.calls().is_empty());
+}
+
+#[tokio::test]
+async fn the_requester_cannot_approve_their_own_request() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let response = app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", ADMIN_OID, &case_id, "approve")).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["value"], "You requested this case: another admin must approve it.");
+    let store = Store::connect(&app.database_url).await.unwrap();
+    assert_eq!(store.case(&case_id).await.unwrap().unwrap().state, CaseState::Proposed);
+}
+
+#[tokio::test]
+async fn commands_from_strangers_or_outside_the_security_channel_are_refused_politely() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let url = app.service_url();
+    let mut stranger = message(&url, &format!("/remove-chat {THREAD} {VICTIM}"));
+    from(&mut stranger, "99999999-9999-4999-8999-999999999999", "Mallory");
+    let mut elsewhere = message(&url, "/history");
+    elsewhere["id"] = json!("2");
+    elsewhere["channelData"]["channel"]["id"] = json!("19:general@thread.tacv2");
+    let mut personal = message(&url, "/help");
+    personal["id"] = json!("3");
+    personal["conversation"] = json!({"id": "a:personal-chat", "conversationType": "personal", "tenantId": TENANT_ID});
+    personal.as_object_mut().unwrap().remove("channelData");
+    let mut other_tenant = message(&url, "/help");
+    other_tenant["id"] = json!("4");
+    other_tenant["channelData"]["tenant"]["id"] = json!("11111111-2222-3333-4444-555555555555");
+    for activity in [&stranger, &elsewhere, &personal, &other_tenant] {
+        assert_eq!(app.post_activity(Some(&valid_token(&url)), activity).await.status(), 200);
+    }
+    let texts: Vec<String> = replies(&app).await.iter().map(|r| r["text"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(texts.len(), 4);
+    assert!(texts.iter().all(|t| t == chatwarden::approvals::REFUSAL_TEXT), "{texts:?}");
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let reasons: Vec<String> = store.refusals(10).await.unwrap().into_iter().rev().map(|e| e.detail.unwrap()).collect();
+    assert_eq!(reasons, ["not_admin", "outside_security_channel", "outside_security_channel", "wrong_tenant"]);
+    assert!(store.history(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn status_and_history_read_the_case_history() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let mut status = message(&url, &format!("/status {}", case_id.to_lowercase()));
+    status["id"] = json!("cmd-2");
+    app.post_activity(Some(&valid_token(&url)), &status).await;
+    let mut history = message(&url, "/history 5");
+    history["id"] = json!("cmd-3");
+    app.post_activity(Some(&valid_token(&url)), &history).await;
+    let replies = replies(&app).await;
+    let status_card = &replies[1]["attachments"][0]["content"];
+    assert_eq!(status_card["body"][0]["text"], format!("Case {case_id} (proposed)"));
+    assert!(status_card.to_string().contains("requested"));
+    let history_card = &replies[2]["attachments"][0]["content"];
+    assert_eq!(history_card["body"][0]["text"], "Last 1 case(s)");
+    assert!(history_card["body"][1]["text"].as_str().unwrap().contains(&case_id));
+}
+
+#[tokio::test]
+async fn an_approved_case_left_behind_by_a_crash_runs_after_a_restart() {
+    let database_url = sqlite_url();
+    let store = Store::connect(&database_url).await.unwrap();
+    let case = chatwarden::cases::NewCase {
+        kind: chatwarden::cases::CaseKind::RemoveChat,
+        source: chatwarden::cases::CaseSource::Command,
+        tenant_id: TENANT_ID.into(),
+        requester: chatwarden::cases::Actor { oid: ADMIN_OID.into(), name: "Dana".into(), user_id: "29:dana".into() },
+        reason: None,
+        targets: vec![chatwarden::cases::NewTarget {
+            thread_id: Some(THREAD.into()),
+            user_ref: VICTIM.into(),
+            user_oid: Some(VICTIM.into()),
+            user_tenant_id: TENANT_ID.into(),
+            display_name: None,
+        }],
+        evidence: vec![],
+        no_evidence: true,
+        ttl_ms: 60_000,
+    };
+    let chatwarden::store::Created::New(case) = store.create_case(&case, None, now_ms()).await.unwrap() else { panic!() };
+    let approver = chatwarden::cases::Actor { oid: SECOND_ADMIN_OID.into(), name: "Sam".into(), user_id: "29:sam".into() };
+    let policy = chatwarden::cases::Policy { admins: None, require_second_approver: true };
+    store.decide(&case.id, &approver, chatwarden::cases::Decision::Approve, None, &policy, now_ms()).await.unwrap();
+    // The process that claimed it died mid-run: its lease lapsed a moment ago.
+    store.claim_for_execution(&case.id, "dead-runner", 1, now_ms() - 10).await.unwrap().unwrap();
+    store.close().await;
+
+    let app = spawn_app_with(Fakes { database_url: Some(database_url.clone()), ..Fakes::default() }, |_| {}).await;
+    let store = Store::connect(&database_url).await.unwrap();
+    wait_state(&store, &case.id, CaseState::Done).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.executor.calls(), std::slice::from_ref(&case.id));
+}
+
+#[tokio::test]
+async fn two_replicas_on_postgres_approving_the_same_case_execute_it_once() {
+    let database_url = postgres_url().await;
+    let a = spawn_app_with(Fakes { database_url: Some(database_url.clone()), ..Fakes::default() }, |_| {}).await;
+    let b = spawn_app_with(Fakes { database_url: Some(database_url.clone()), ..Fakes::default() }, |_| {}).await;
+    mount_connector(&a).await;
+    mount_connector(&b).await;
+    let case_id = request_removal(&a, "cmd-1").await;
+    // The same command redelivered to the other replica opens nothing.
+    let url_b = b.service_url();
+    let mut again = message(&url_b, &format!("/remove-chat {THREAD} {VICTIM} suspicious link"));
+    again["id"] = json!("cmd-1");
+    again["conversation"]["id"] = json!(CONVERSATION_ID);
+    // Same conversation id, so the same dedupe key, through replica b.
+    b.post_activity(Some(&valid_token(&url_b)), &again).await;
+    assert!(replies(&b).await.is_empty());
+
+    // Two admins press Approve on both replicas at once.
+    let url_a = a.service_url();
+    let (token_a, token_b) = (valid_token(&url_a), valid_token(&url_b));
+    let (click_a, click_b) =
+        (invoke(&url_a, "inv-a", SECOND_ADMIN_OID, &case_id, "approve"), invoke(&url_b, "inv-b", SECOND_ADMIN_OID, &case_id, "approve"));
+    let (ra, rb) = tokio::join!(a.post_activity(Some(&token_a), &click_a), b.post_activity(Some(&token_b), &click_b));
+    assert_eq!(ra.status(), 200);
+    assert_eq!(rb.status(), 200);
+    let store = Store::connect(&database_url).await.unwrap();
+    wait_state(&store, &case_id, CaseState::Done).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let executions = a.executor.calls().len() + b.executor.calls().len();
+    assert_eq!(executions, 1);
+    let approvals = store.events(&case_id).await.unwrap().into_iter().filter(|e| e.kind == "approved").count();
+    assert_eq!(approvals, 1);
+}

@@ -1,0 +1,241 @@
+//! One storage story, run on SQLite and on the PostgreSQL server of this machine.
+
+use std::collections::HashSet;
+
+use chatwarden::cases::{Actor, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, Policy, Refusal, TargetStatus, now_ms};
+use chatwarden::store::{Created, DecisionOutcome, Store};
+
+use crate::helpers::{postgres_url, sqlite_url};
+
+fn actor(oid: &str) -> Actor {
+    Actor { oid: oid.into(), name: format!("Admin {oid}"), user_id: format!("29:{oid}") }
+}
+
+fn policy() -> Policy {
+    Policy { admins: Some(HashSet::from(["alice".to_owned(), "bob".to_owned(), "carol".to_owned()])), require_second_approver: true }
+}
+
+fn new_case(ttl_ms: i64) -> NewCase {
+    NewCase {
+        kind: CaseKind::RemoveChat,
+        source: CaseSource::Command,
+        tenant_id: "tenant-1".into(),
+        requester: actor("alice"),
+        reason: Some("phishing".into()),
+        targets: vec![NewTarget {
+            thread_id: Some("19:abc@thread.v2".into()),
+            user_ref: "victim@contoso.com".into(),
+            user_oid: None,
+            user_tenant_id: "tenant-1".into(),
+            display_name: None,
+        }],
+        evidence: vec!["audit-1".into()],
+        no_evidence: false,
+        ttl_ms,
+    }
+}
+
+async fn open(store: &Store, key: &str) -> String {
+    match store.create_case(&new_case(60_000), Some(key), now_ms()).await.unwrap() {
+        Created::New(case) => case.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(chatwarden::store::Store::connect(&super::sqlite_url()).await.unwrap()).await })+
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(chatwarden::store::Store::connect(&super::postgres_url().await).await.unwrap()).await })+
+        }
+    };
+}
+
+on_both!(
+    a_case_is_opened_once_per_activity,
+    a_decision_applies_once_and_later_clicks_change_nothing,
+    a_rejection_is_final,
+    non_admins_are_refused_and_recorded_outside_the_case,
+    the_requester_cannot_approve_their_own_case,
+    a_late_decision_expires_the_case,
+    overdue_proposals_are_expired_by_the_sweep,
+    concurrent_decisions_apply_exactly_once,
+    an_execution_claim_is_exclusive_and_a_lapsed_lease_is_reclaimed,
+    target_results_and_the_final_state_are_recorded,
+    history_is_newest_first_and_events_tell_the_story,
+);
+
+async fn a_case_is_opened_once_per_activity(store: Store) {
+    let id = open(&store, "conv|1").await;
+    let again = store.create_case(&new_case(60_000), Some("conv|1"), now_ms()).await.unwrap();
+    assert_eq!(again, Created::Duplicate(Some(id.clone())));
+    let case = store.case(&id).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Proposed);
+    assert_eq!(case.kind, CaseKind::RemoveChat);
+    assert_eq!(case.requester, actor("alice"));
+    assert_eq!(case.evidence, ["audit-1"]);
+    assert_eq!(case.targets.len(), 1);
+    assert_eq!(case.targets[0].thread_id.as_deref(), Some("19:abc@thread.v2"));
+    assert_eq!(case.targets[0].status, TargetStatus::Pending);
+    assert_eq!(store.history(10).await.unwrap().len(), 1);
+}
+
+async fn a_decision_applies_once_and_later_clicks_change_nothing(store: Store) {
+    let id = open(&store, "conv|1").await;
+    let first = store.decide(&id, &actor("bob"), Decision::Approve, Some("conv|2"), &policy(), now_ms()).await.unwrap();
+    let DecisionOutcome::Applied(case) = first else { panic!("{first:?}") };
+    assert_eq!(case.state, CaseState::Approved);
+    assert_eq!(case.approver, Some(actor("bob")));
+    // A second click (new activity) by another admin.
+    let second = store.decide(&id, &actor("carol"), Decision::Approve, Some("conv|3"), &policy(), now_ms()).await.unwrap();
+    assert!(matches!(second, DecisionOutcome::Refused(Refusal::AlreadyDecided(CaseState::Approved), _)), "{second:?}");
+    // The first click redelivered.
+    let replay = store.decide(&id, &actor("bob"), Decision::Approve, Some("conv|2"), &policy(), now_ms()).await.unwrap();
+    assert!(matches!(replay, DecisionOutcome::Duplicate(Some(_))), "{replay:?}");
+    let case = store.case(&id).await.unwrap().unwrap();
+    assert_eq!(case.approver, Some(actor("bob")));
+    let approvals = store.events(&id).await.unwrap().into_iter().filter(|e| e.kind == "approved").count();
+    assert_eq!(approvals, 1);
+}
+
+async fn a_rejection_is_final(store: Store) {
+    let id = open(&store, "conv|1").await;
+    let rejected = store.decide(&id, &actor("bob"), Decision::Reject, Some("conv|2"), &policy(), now_ms()).await.unwrap();
+    assert!(matches!(rejected, DecisionOutcome::Applied(ref c) if c.state == CaseState::Rejected));
+    let later = store.decide(&id, &actor("carol"), Decision::Approve, Some("conv|3"), &policy(), now_ms()).await.unwrap();
+    assert!(matches!(later, DecisionOutcome::Refused(Refusal::AlreadyDecided(CaseState::Rejected), _)));
+    assert!(store.claim_for_execution(&id, "runner", 60_000, now_ms()).await.unwrap().is_none());
+    assert_eq!(store.case(&id).await.unwrap().unwrap().state, CaseState::Rejected);
+}
+
+async fn non_admins_are_refused_and_recorded_outside_the_case(store: Store) {
+    let id = open(&store, "conv|1").await;
+    let outcome = store.decide(&id, &actor("mallory"), Decision::Approve, Some("conv|2"), &policy(), now_ms()).await.unwrap();
+    assert!(matches!(outcome, DecisionOutcome::Refused(Refusal::NotAuthorised, _)));
+    assert_eq!(store.case(&id).await.unwrap().unwrap().state, CaseState::Proposed);
+    assert!(store.events(&id).await.unwrap().iter().all(|e| e.kind != "refused"));
+    let refusals = store.refusals(10).await.unwrap();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].actor_oid.as_deref(), Some("mallory"));
+}
+
+async fn the_requester_cannot_approve_their_own_case(store: Store) {
+    let id = open(&store, "conv|1").await;
+    let outcome = store.decide(&id, &actor("alice"), Decision::Approve, Some("conv|2"), &policy(), now_ms()).await.unwrap();
+    assert!(matches!(outcome, DecisionOutcome::Refused(Refusal::OwnCase, _)));
+    assert_eq!(store.case(&id).await.unwrap().unwrap().state, CaseState::Proposed);
+    let mut lax = policy();
+    lax.require_second_approver = false;
+    let outcome = store.decide(&id, &actor("alice"), Decision::Approve, Some("conv|3"), &lax, now_ms()).await.unwrap();
+    assert!(matches!(outcome, DecisionOutcome::Applied(_)));
+}
+
+async fn a_late_decision_expires_the_case(store: Store) {
+    let Created::New(case) = store.create_case(&new_case(0), Some("conv|1"), now_ms()).await.unwrap() else { panic!() };
+    let outcome = store.decide(&case.id, &actor("bob"), Decision::Approve, Some("conv|2"), &policy(), now_ms()).await.unwrap();
+    assert!(matches!(outcome, DecisionOutcome::Refused(Refusal::Expired, Some(ref c)) if c.state == CaseState::Expired), "{outcome:?}");
+    assert!(store.claimable(now_ms()).await.unwrap().is_empty());
+}
+
+async fn overdue_proposals_are_expired_by_the_sweep(store: Store) {
+    let now = now_ms();
+    let Created::New(old) = store.create_case(&new_case(1_000), None, now - 5_000).await.unwrap() else { panic!() };
+    let fresh = open(&store, "conv|9").await;
+    let expired = store.expire_due(now).await.unwrap();
+    assert_eq!(expired.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(&old.id));
+    assert_eq!(store.case(&old.id).await.unwrap().unwrap().state, CaseState::Expired);
+    assert_eq!(store.case(&fresh).await.unwrap().unwrap().state, CaseState::Proposed);
+    assert!(store.expire_due(now).await.unwrap().is_empty());
+}
+
+async fn concurrent_decisions_apply_exactly_once(store: Store) {
+    let id = open(&store, "conv|1").await;
+    let deciders: [&'static str; 8] = ["bob", "carol", "bob", "carol", "bob", "carol", "bob", "carol"];
+    let attempts = deciders.into_iter().enumerate().map(|(i, who)| {
+        let store = store.clone();
+        let id = id.clone();
+        let decision = if i % 3 == 0 { Decision::Reject } else { Decision::Approve };
+        tokio::spawn(async move {
+            store.decide(&id, &actor(who), decision, Some(&format!("conv|click-{i}")), &policy(), now_ms()).await.unwrap()
+        })
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let applied = outcomes.iter().filter(|o| matches!(o.as_ref().unwrap(), DecisionOutcome::Applied(_))).count();
+    assert_eq!(applied, 1);
+    let decided = store.events(&id).await.unwrap().into_iter().filter(|e| e.kind == "approved" || e.kind == "rejected").count();
+    assert_eq!(decided, 1);
+}
+
+async fn an_execution_claim_is_exclusive_and_a_lapsed_lease_is_reclaimed(store: Store) {
+    let id = open(&store, "conv|1").await;
+    store.decide(&id, &actor("bob"), Decision::Approve, None, &policy(), now_ms()).await.unwrap();
+    assert_eq!(store.claimable(now_ms()).await.unwrap(), std::slice::from_ref(&id));
+    let now = now_ms();
+    let (a, b) =
+        tokio::join!(store.claim_for_execution(&id, "runner-a", 1_000, now), store.claim_for_execution(&id, "runner-b", 1_000, now));
+    let winners = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
+    assert_eq!(winners, 1);
+    // While the lease holds, nobody else may claim it.
+    assert!(store.claim_for_execution(&id, "runner-c", 1_000, now + 500).await.unwrap().is_none());
+    assert!(store.claimable(now + 500).await.unwrap().is_empty());
+    // The holder died: after the lease, another runner takes over.
+    assert_eq!(store.claimable(now + 1_500).await.unwrap(), std::slice::from_ref(&id));
+    let taken = store.claim_for_execution(&id, "runner-c", 1_000, now + 1_500).await.unwrap();
+    assert_eq!(taken.map(|c| c.state), Some(CaseState::Executing));
+    // The old holder can no longer finish it.
+    assert!(
+        !store.finish(&id, "runner-a", CaseState::Done, now + 1_600).await.unwrap()
+            || !store.finish(&id, "runner-b", CaseState::Done, now + 1_600).await.unwrap()
+    );
+    assert!(store.finish(&id, "runner-c", CaseState::Done, now + 1_700).await.unwrap());
+    assert_eq!(store.case(&id).await.unwrap().unwrap().state, CaseState::Done);
+}
+
+async fn target_results_and_the_final_state_are_recorded(store: Store) {
+    let id = open(&store, "conv|1").await;
+    store.decide(&id, &actor("bob"), Decision::Approve, None, &policy(), now_ms()).await.unwrap();
+    store.claim_for_execution(&id, "runner", 60_000, now_ms()).await.unwrap().unwrap();
+    store.record_target(&id, 0, TargetStatus::Failed, Some(403), "the approver lacks consent", Some("oid-123"), now_ms()).await.unwrap();
+    assert!(store.finish(&id, "runner", CaseState::Failed, now_ms()).await.unwrap());
+    let case = store.case(&id).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Failed);
+    assert_eq!(case.targets[0].status, TargetStatus::Failed);
+    assert_eq!(case.targets[0].graph_status, Some(403));
+    assert_eq!(case.targets[0].user_oid.as_deref(), Some("oid-123"));
+    assert_eq!(case.targets[0].detail.as_deref(), Some("the approver lacks consent"));
+}
+
+async fn history_is_newest_first_and_events_tell_the_story(store: Store) {
+    let now = now_ms();
+    let Created::New(first) = store.create_case(&new_case(60_000), Some("k1"), now - 2_000).await.unwrap() else { panic!() };
+    let Created::New(second) = store.create_case(&new_case(60_000), Some("k2"), now - 1_000).await.unwrap() else { panic!() };
+    let history = store.history(10).await.unwrap();
+    assert_eq!(history.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [second.id.clone(), first.id.clone()]);
+    assert_eq!(store.history(1).await.unwrap().len(), 1);
+    store.decide(&first.id, &actor("bob"), Decision::Reject, None, &policy(), now).await.unwrap();
+    let kinds: Vec<String> = store.events(&first.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["requested", "rejected"]);
+}
+
+#[tokio::test]
+async fn a_sqlite_database_survives_a_restart() {
+    let url = sqlite_url();
+    let store = Store::connect(&url).await.unwrap();
+    let id = open(&store, "conv|1").await;
+    store.close().await;
+    let reopened = Store::connect(&url).await.unwrap();
+    assert_eq!(reopened.case(&id).await.unwrap().unwrap().state, CaseState::Proposed);
+    assert_eq!(reopened.create_case(&new_case(60_000), Some("conv|1"), now_ms()).await.unwrap(), Created::Duplicate(Some(id)));
+}
+
+#[tokio::test]
+async fn a_postgres_database_survives_a_restart() {
+    let url = postgres_url().await;
+    let store = Store::connect(&url).await.unwrap();
+    let id = open(&store, "conv|1").await;
+    store.close().await;
+    let reopened = Store::connect(&url).await.unwrap();
+    assert_eq!(reopened.case(&id).await.unwrap().unwrap().state, CaseState::Proposed);
+}
