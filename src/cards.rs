@@ -34,7 +34,11 @@ pub fn plain(text: &str) -> String {
                 out.push(c);
             }
             // A leading list marker (`- x`, `+ x`, `1. x`) would become a list.
-            '-' | '+' | '.' if out.trim().chars().all(|c| c.is_ascii_digit()) => {
+            '-' | '+' if out.trim().is_empty() => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' if !out.trim().is_empty() && out.trim().chars().all(|c| c.is_ascii_digit()) => {
                 out.push('\\');
                 out.push(c);
             }
@@ -255,6 +259,7 @@ mod tests {
         assert_eq!(plain("- item"), "\\- item");
         assert_eq!(plain("12. item"), "12\\. item");
         assert_eq!(plain("alice-smith@contoso.com"), "alice-smith@contoso.com");
+        assert_eq!(plain("00000000-0000-0000-0000-000000000020"), "00000000-0000-0000-0000-000000000020");
         assert_eq!(plain(&"x".repeat(400)).chars().count(), 301);
     }
 

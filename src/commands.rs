@@ -131,19 +131,21 @@ pub const USAGE_HELP: &str = "/help";
 
 /// The help text shown for `/help` and for unknown commands (markdown).
 pub fn help_text() -> String {
-    [
-        "**chatwarden** removes malicious external chats, on an admin's approval.",
-        "",
-        &format!("- `{USAGE_REMOVE_CHAT}`: remove a user of ours from a chat (thread id `19:...@thread.v2` or `...@unq.gbl.spaces`; user = UPN or Entra object id)"),
-        &format!("- `{USAGE_REVOKE_SESSIONS}`: revoke a user's sign-in sessions"),
-        &format!("- `{USAGE_REMOVE_EXTERNAL}`: remove our users from every chat with that external tenant or domain"),
-        &format!("- `{USAGE_STATUS}`: show one case and its history"),
-        &format!("- `{USAGE_HISTORY}`: list the last n cases (default {DEFAULT_HISTORY})"),
-        &format!("- `{USAGE_HELP}`: this text"),
-        "",
-        "Every action waits for an authorised admin to approve it.",
-    ]
-    .join("\n\n")
+    let lines = [
+        "**chatwarden** removes malicious external chats, on an admin's approval.".to_owned(),
+        String::new(),
+        format!(
+            "- `{USAGE_REMOVE_CHAT}`: remove a user of ours from a chat (thread id `19:...@thread.v2` or `...@unq.gbl.spaces`; user = UPN or Entra object id)"
+        ),
+        format!("- `{USAGE_REVOKE_SESSIONS}`: revoke a user's sign-in sessions"),
+        format!("- `{USAGE_REMOVE_EXTERNAL}`: remove our users from every chat with that external tenant or domain"),
+        format!("- `{USAGE_STATUS}`: show one case and its history"),
+        format!("- `{USAGE_HISTORY}`: list the last n cases (default {DEFAULT_HISTORY})"),
+        format!("- `{USAGE_HELP}`: this text"),
+        String::new(),
+        "Every action waits for an authorised admin to approve it.".to_owned(),
+    ];
+    lines.join("\n")
 }
 
 fn cut(value: &str) -> String {
