@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::botframework::activity::{Activity, OutgoingActivity};
@@ -16,6 +17,7 @@ use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, CaseState, Decisi
 use crate::commands::{Command, UserRef};
 use crate::execution::{CaseObserver, CaseRunner};
 use crate::store::{Created, DecisionOutcome, Store, StoreError};
+use crate::tokens::{DelegatedTokens, SignInState};
 
 /// The polite refusal for anyone outside the security channel or the admin list. It says
 /// nothing about cases.
@@ -66,6 +68,17 @@ pub struct DeskSettings {
     pub policy: Policy,
     /// How long a proposal waits for a decision.
     pub case_ttl: Duration,
+    /// The bot's app id (for sign-in state); `None` in local mode.
+    pub app_id: Option<String>,
+}
+
+/// What a button of one of our cards asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardIntent {
+    /// Approve or reject a proposed case.
+    Decide(Decision),
+    /// Open a follow-up case revoking the sign-in sessions of a finished removal's users.
+    RevokeFollowUp,
 }
 
 /// A button press on a case card.
@@ -73,8 +86,8 @@ pub struct DeskSettings {
 pub struct CardAction {
     /// The case.
     pub case_id: String,
-    /// Approve or reject.
-    pub decision: Decision,
+    /// What the button asks for.
+    pub intent: CardIntent,
 }
 
 impl CardAction {
@@ -85,12 +98,13 @@ impl CardAction {
         if case_id.is_empty() || case_id.len() > 32 || !case_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return None;
         }
-        let decision = match data.get("action")?.as_str()? {
-            "approve" => Decision::Approve,
-            "reject" => Decision::Reject,
+        let intent = match data.get("action")?.as_str()? {
+            "approve" => CardIntent::Decide(Decision::Approve),
+            "reject" => CardIntent::Decide(Decision::Reject),
+            "revoke_sessions" => CardIntent::RevokeFollowUp,
             _ => return None,
         };
-        Some(Self { case_id: case_id.to_ascii_uppercase(), decision })
+        Some(Self { case_id: case_id.to_ascii_uppercase(), intent })
     }
 
     /// Reads an `adaptiveCard/action` invoke value (`{"action":{"type":"Action.Execute","verb":..,"data":..}}`).
@@ -99,13 +113,50 @@ impl CardAction {
         if action.get("type").and_then(Value::as_str) != Some("Action.Execute") {
             return None;
         }
-        let action_data = Self::from_data(action.get("data")?)?;
-        match action.get("verb").and_then(Value::as_str) {
-            Some("approve") if action_data.decision == Decision::Approve => Some(action_data),
-            Some("reject") if action_data.decision == Decision::Reject => Some(action_data),
-            _ => None,
+        let parsed = Self::from_data(action.get("data")?)?;
+        let verb = action.get("verb").and_then(Value::as_str)?;
+        let expected = match parsed.intent {
+            CardIntent::Decide(Decision::Approve) => "approve",
+            CardIntent::Decide(Decision::Reject) => "reject",
+            CardIntent::RevokeFollowUp => "revoke_sessions",
+        };
+        (verb == expected).then_some(parsed)
+    }
+}
+
+/// Proof of sign-in that Teams attaches when it re-sends an action after a login request.
+#[derive(Debug, Clone, Default)]
+pub enum SignInProof {
+    /// Nothing attached.
+    #[default]
+    None,
+    /// A Teams SSO token (`value.authentication.token`, or a `signin/tokenExchange` invoke).
+    SsoToken(SecretString),
+    /// A sign-in magic code (`value.state`, or a `signin/verifyState` invoke).
+    MagicCode(String),
+}
+
+impl SignInProof {
+    /// Reads the proof from an invoke `value`.
+    pub fn from_value(value: &Value) -> Self {
+        let sso = value.get("authentication").and_then(|a| a.get("token")).or_else(|| value.get("token")).and_then(Value::as_str);
+        if let Some(token) = sso.filter(|t| !t.is_empty()) {
+            return Self::SsoToken(SecretString::from(token.to_owned()));
+        }
+        match value.get("state").and_then(Value::as_str) {
+            Some(code) if !code.is_empty() && code.len() <= 64 => Self::MagicCode(code.to_owned()),
+            _ => Self::None,
         }
     }
+}
+
+/// How a card action reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionPath {
+    /// `adaptiveCard/action` invoke (Action.Execute): the answer goes in the HTTP response.
+    Invoke,
+    /// Action.Submit message: answers are posted in the thread.
+    Submit,
 }
 
 /// What a card action answers to the person who pressed it.
@@ -115,6 +166,12 @@ pub enum ActionReply {
     Card(Value),
     /// A short message.
     Message(String),
+    /// They must sign in first: an OAuth card (with the SSO exchange resource when available).
+    LoginRequest(Value),
+    /// Their SSO token could not be exchanged (consent or sign-in needed).
+    PreconditionFailed(String),
+    /// The magic code they entered was wrong.
+    IncorrectAuthCode,
 }
 
 impl ActionReply {
@@ -123,8 +180,34 @@ impl ActionReply {
         match self {
             ActionReply::Card(card) => json!({"statusCode": 200, "type": "application/vnd.microsoft.card.adaptive", "value": card}),
             ActionReply::Message(text) => json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": text}),
+            ActionReply::LoginRequest(oauth) => {
+                json!({"statusCode": 401, "type": "application/vnd.microsoft.activity.loginRequest", "value": oauth})
+            }
+            ActionReply::PreconditionFailed(text) => {
+                json!({"statusCode": 412, "type": "application/vnd.microsoft.error.preconditionFailed", "value": {"code": "412", "message": text}})
+            }
+            ActionReply::IncorrectAuthCode => {
+                json!({"statusCode": 401, "type": "application/vnd.microsoft.error.invalidAuthCode", "value": null})
+            }
         }
     }
+}
+
+/// The answer to a `signin/verifyState` or `signin/tokenExchange` invoke: HTTP status and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignInReply {
+    /// HTTP status (200, 404 when no token came back, 412 for a failed exchange).
+    pub status: u16,
+    /// Body.
+    pub body: Value,
+}
+
+enum TokenCheck {
+    Ready,
+    NeedSignIn,
+    ExchangeRefused,
+    BadCode,
+    Unavailable,
 }
 
 /// Updates a case's card for everyone and reports final outcomes in its thread.
@@ -181,8 +264,12 @@ pub struct Desk {
     connector: Arc<ConnectorClient>,
     runner: Arc<CaseRunner>,
     updater: Arc<CardUpdater>,
+    tokens: Arc<DelegatedTokens>,
     settings: DeskSettings,
 }
+
+/// How long an approval waits for its approver to finish signing in.
+const PENDING_SIGNIN_MS: i64 = 15 * 60 * 1000;
 
 /// The key under which an activity is deduplicated: conversation and activity id.
 pub fn activity_key(activity: &Activity) -> Option<String> {
@@ -206,9 +293,10 @@ impl Desk {
         connector: Arc<ConnectorClient>,
         runner: Arc<CaseRunner>,
         updater: Arc<CardUpdater>,
+        tokens: Arc<DelegatedTokens>,
         settings: DeskSettings,
     ) -> Self {
-        Self { store, connector, runner, updater, settings }
+        Self { store, connector, runner, updater, tokens, settings }
     }
 
     /// Checks tenant, team, channel and admin list; returns who is acting.
@@ -354,15 +442,110 @@ impl Desk {
         Ok(())
     }
 
-    /// Applies a card action and says what the presser sees. Runs approved cases in the background.
-    pub async fn on_card_action(&self, incoming: &VerifiedActivity, action: CardAction) -> Result<ActionReply, StoreError> {
+    /// Applies a card action and says what the presser sees. Approvals need the approver's
+    /// delegated token first; approved cases run in the background.
+    pub async fn on_card_action(
+        &self,
+        incoming: &VerifiedActivity,
+        action: CardAction,
+        proof: SignInProof,
+        path: ActionPath,
+    ) -> Result<ActionReply, StoreError> {
         let activity = incoming.activity();
         let actor = match self.authorise(activity) {
             Ok(actor) => actor,
             Err(denied) => return Ok(ActionReply::Message(self.refuse(activity, denied).await.to_owned())),
         };
-        let key = activity_key(activity);
-        let outcome = self.store.decide(&action.case_id, &actor, action.decision, key.as_deref(), &self.settings.policy, now_ms()).await?;
+        let decision = match action.intent {
+            CardIntent::Decide(decision) => decision,
+            CardIntent::RevokeFollowUp => return self.revoke_follow_up(incoming, actor, &action.case_id).await,
+        };
+        if decision == Decision::Approve {
+            // Ask for a sign-in only when the approval can still apply.
+            let case = self.store.case(&action.case_id).await?;
+            if let Some(case) = &case {
+                if case.state != CaseState::Proposed || !self.settings.policy.is_admin(&actor.oid) {
+                    return self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision).await;
+                }
+                match self.check_token(&actor, &proof).await {
+                    TokenCheck::Ready => {}
+                    TokenCheck::NeedSignIn => {
+                        if path == ActionPath::Submit {
+                            self.store.set_pending_signin(&actor.oid, &case.id, decision, now_ms()).await?;
+                        }
+                        return Ok(match self.oauth_card(activity).await {
+                            Some(card) => ActionReply::LoginRequest(card),
+                            None => {
+                                ActionReply::Message("The sign-in service could not be reached; nothing was changed. Try again.".into())
+                            }
+                        });
+                    }
+                    TokenCheck::ExchangeRefused => {
+                        return Ok(ActionReply::PreconditionFailed(
+                            "Your Teams sign-in could not be used; sign in with the button instead.".into(),
+                        ));
+                    }
+                    TokenCheck::BadCode => return Ok(ActionReply::IncorrectAuthCode),
+                    TokenCheck::Unavailable => {
+                        return Ok(ActionReply::Message(
+                            "The sign-in service could not be reached; nothing was changed. Try again.".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision).await
+    }
+
+    async fn check_token(&self, actor: &Actor, proof: &SignInProof) -> TokenCheck {
+        let result = match proof {
+            SignInProof::SsoToken(token) => match self.tokens.exchange_sso(actor, token).await {
+                Ok(Some(_)) => return TokenCheck::Ready,
+                Ok(None) => return TokenCheck::ExchangeRefused,
+                Err(err) => Err(err),
+            },
+            SignInProof::MagicCode(code) => match self.tokens.redeem_code(actor, code).await {
+                Ok(Some(_)) => return TokenCheck::Ready,
+                Ok(None) => return TokenCheck::BadCode,
+                Err(err) => Err(err),
+            },
+            SignInProof::None => self.tokens.token_for(actor).await,
+        };
+        match result {
+            Ok(Some(_)) => TokenCheck::Ready,
+            Ok(None) => TokenCheck::NeedSignIn,
+            Err(err) => {
+                tracing::error!(error = %err, "could not get the approver's token");
+                TokenCheck::Unavailable
+            }
+        }
+    }
+
+    /// The OAuth card asking the admin to sign in (SSO exchange resource included when offered).
+    async fn oauth_card(&self, activity: &Activity) -> Option<Value> {
+        let state =
+            SignInState { connection: self.tokens.connection(), app_id: self.settings.app_id.as_deref().unwrap_or_default(), activity };
+        match self.tokens.sign_in_resource(&state).await {
+            Ok(resource) => {
+                let mut card = json!({
+                    "text": "Sign in so that chatwarden can act with your own permissions.",
+                    "connectionName": self.tokens.connection(),
+                    "buttons": [{"type": "signin", "title": "Sign in", "value": resource.sign_in_link}],
+                });
+                if let Some(exchange) = resource.token_exchange_resource {
+                    card["tokenExchangeResource"] = exchange;
+                }
+                Some(card)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not get a sign-in link");
+                None
+            }
+        }
+    }
+
+    async fn apply_decision(&self, key: Option<&str>, actor: &Actor, case_id: &str, decision: Decision) -> Result<ActionReply, StoreError> {
+        let outcome = self.store.decide(case_id, actor, decision, key, &self.settings.policy, now_ms()).await?;
         Ok(match outcome {
             DecisionOutcome::Applied(case) => {
                 tracing::info!(case.id = %case.id, state = %case.state, "case decided");
@@ -403,6 +586,80 @@ impl Desk {
         })
     }
 
+    /// `signin/verifyState` and `signin/tokenExchange`: completes a sign-in and resumes the
+    /// approval that was waiting for it.
+    pub async fn on_sign_in(&self, incoming: &VerifiedActivity, proof: SignInProof) -> Result<SignInReply, StoreError> {
+        let activity = incoming.activity();
+        let value = activity.value.clone().unwrap_or(Value::Null);
+        let exchange_id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let failure = |detail: &str| SignInReply {
+            status: 412,
+            body: json!({"id": exchange_id, "connectionName": self.tokens.connection(), "failureDetail": detail}),
+        };
+        let actor = match self.authorise(activity) {
+            Ok(actor) => actor,
+            Err(denied) => {
+                self.refuse(activity, denied).await;
+                return Ok(SignInReply { status: 200, body: json!({}) });
+            }
+        };
+        if let SignInProof::SsoToken(_) = proof {
+            // Several Teams clients may send the same exchange: handle it once.
+            let conversation = activity.conversation.as_ref().map(|c| c.id.as_str()).unwrap_or_default();
+            if !exchange_id.is_empty() && !self.store.claim_key(&format!("exchange|{conversation}|{exchange_id}"), now_ms()).await? {
+                return Ok(SignInReply { status: 200, body: json!({}) });
+            }
+        }
+        match self.check_token(&actor, &proof).await {
+            TokenCheck::Ready => {}
+            TokenCheck::ExchangeRefused => return Ok(failure("The token could not be exchanged; consent or sign-in is needed.")),
+            TokenCheck::BadCode | TokenCheck::NeedSignIn => return Ok(SignInReply { status: 404, body: json!({}) }),
+            TokenCheck::Unavailable => return Ok(failure("The sign-in service could not be reached.")),
+        }
+        if let Some((case_id, decision)) = self.store.take_pending_signin(&actor.oid, PENDING_SIGNIN_MS, now_ms()).await? {
+            tracing::info!(case.id = %case_id, "sign-in completed; resuming the pending approval");
+            let reply = self.apply_decision(activity_key(activity).as_deref(), &actor, &case_id, decision).await?;
+            if let ActionReply::Message(text) = reply {
+                self.reply_text(incoming, text).await;
+            }
+        }
+        Ok(SignInReply { status: 200, body: json!({}) })
+    }
+
+    /// Opens a case revoking the sign-in sessions of the users of a finished removal.
+    async fn revoke_follow_up(&self, incoming: &VerifiedActivity, actor: Actor, case_id: &str) -> Result<ActionReply, StoreError> {
+        let Some(original) = self.store.case(case_id).await? else { return Ok(ActionReply::Message("This case does not exist.".into())) };
+        if original.kind == CaseKind::RevokeSessions || !original.state.is_final() {
+            return Ok(ActionReply::Message("Sessions can be revoked once a removal has finished.".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let targets: Vec<NewTarget> = original
+            .targets
+            .iter()
+            .filter(|t| seen.insert(t.user_oid.clone().unwrap_or_else(|| t.user_ref.clone())))
+            .map(|t| NewTarget {
+                thread_id: None,
+                user_ref: t.user_oid.clone().unwrap_or_else(|| t.user_ref.clone()),
+                user_oid: t.user_oid.clone(),
+                user_tenant_id: t.user_tenant_id.clone(),
+                display_name: t.display_name.clone(),
+            })
+            .collect();
+        let new_case = NewCase {
+            kind: CaseKind::RevokeSessions,
+            source: CaseSource::Command,
+            tenant_id: original.tenant_id.clone(),
+            requester: actor,
+            reason: Some(format!("follow-up of {}", original.id)),
+            targets,
+            evidence: original.evidence.clone(),
+            no_evidence: original.no_evidence,
+            ttl_ms: self.settings.case_ttl.as_millis() as i64,
+        };
+        self.open_case(incoming, new_case).await?;
+        Ok(ActionReply::Message(format!("A case to revoke the sign-in sessions of the users of {} was posted for approval.", original.id)))
+    }
+
     /// Replies with text in the activity's thread.
     pub async fn reply_text(&self, incoming: &VerifiedActivity, text: String) {
         let reply = OutgoingActivity::reply_text(incoming.activity(), text);
@@ -411,6 +668,11 @@ impl Desk {
 
     async fn reply_card(&self, incoming: &VerifiedActivity, card: Value) {
         let reply = OutgoingActivity::reply_card(incoming.activity(), card);
+        self.send_reply(incoming, reply).await;
+    }
+
+    /// Sends a prepared reply in the activity's thread.
+    pub async fn send(&self, incoming: &VerifiedActivity, reply: OutgoingActivity) {
         self.send_reply(incoming, reply).await;
     }
 
@@ -433,7 +695,10 @@ mod tests {
     #[test]
     fn button_data_is_read_strictly() {
         let data = cards::decision_data("CW-ABCDE", Decision::Approve);
-        assert_eq!(CardAction::from_data(&data), Some(CardAction { case_id: "CW-ABCDE".into(), decision: Decision::Approve }));
+        assert_eq!(
+            CardAction::from_data(&data),
+            Some(CardAction { case_id: "CW-ABCDE".into(), intent: CardIntent::Decide(Decision::Approve) })
+        );
         assert_eq!(CardAction::from_data(&json!({"caseId": "CW-ABCDE", "action": "approve"})), None);
         assert_eq!(CardAction::from_data(&json!({"chatwarden": 1, "caseId": "CW-ABCDE", "action": "delete"})), None);
         assert_eq!(CardAction::from_data(&json!({"chatwarden": 1, "caseId": "'; DROP TABLE cases", "action": "approve"})), None);
@@ -444,12 +709,19 @@ mod tests {
     fn invoke_verbs_must_match_their_data() {
         let approve =
             json!({"action": {"type": "Action.Execute", "verb": "approve", "data": cards::decision_data("CW-1", Decision::Approve)}});
-        assert_eq!(CardAction::from_invoke(&approve).map(|a| a.decision), Some(Decision::Approve));
+        assert_eq!(CardAction::from_invoke(&approve).map(|a| a.intent), Some(CardIntent::Decide(Decision::Approve)));
         let mixed =
             json!({"action": {"type": "Action.Execute", "verb": "reject", "data": cards::decision_data("CW-1", Decision::Approve)}});
         assert_eq!(CardAction::from_invoke(&mixed), None);
         let submit =
             json!({"action": {"type": "Action.Submit", "verb": "approve", "data": cards::decision_data("CW-1", Decision::Approve)}});
         assert_eq!(CardAction::from_invoke(&submit), None);
+    }
+
+    #[test]
+    fn sign_in_proof_is_read_from_retried_invokes() {
+        assert!(matches!(SignInProof::from_value(&json!({"authentication": {"id": "x", "token": "sso"}})), SignInProof::SsoToken(_)));
+        assert!(matches!(SignInProof::from_value(&json!({"state": "123456"})), SignInProof::MagicCode(ref c) if c == "123456"));
+        assert!(matches!(SignInProof::from_value(&json!({"action": {}})), SignInProof::None));
     }
 }

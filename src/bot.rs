@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::approvals::{CardAction, Desk};
+use crate::approvals::{ActionPath, ActionReply, CardAction, Desk, SignInProof};
+use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::inbound::VerifiedActivity;
 use crate::commands::{self, ParseError};
 use crate::metrics::Metrics;
@@ -16,6 +17,8 @@ pub enum BotResponse {
     Ack,
     /// 200 with an invoke response body.
     Invoke(Value),
+    /// An invoke answered with its own HTTP status (sign-in invokes).
+    InvokeStatus(u16, Value),
     /// 500: the activity could not be processed (the database failed); Teams may retry it, and
     /// the dedupe keys make the retry safe.
     Failed,
@@ -60,10 +63,22 @@ impl Bot {
         if text.is_empty() {
             // Action.Submit from one of our cards arrives as a message whose `value` is the data.
             if let Some(action) = activity.value.as_ref().and_then(CardAction::from_data) {
-                return match self.desk.on_card_action(incoming, action).await {
+                return match self.desk.on_card_action(incoming, action, SignInProof::None, ActionPath::Submit).await {
                     Ok(reply) => {
-                        if let crate::approvals::ActionReply::Message(text) = reply {
-                            self.desk.reply_text(incoming, text).await;
+                        match reply {
+                            ActionReply::Message(text) | ActionReply::PreconditionFailed(text) => {
+                                self.desk.reply_text(incoming, text).await
+                            }
+                            ActionReply::LoginRequest(oauth) => {
+                                let mut reply =
+                                    OutgoingActivity::reply_text(activity, "Please sign in: the approval completes as soon as you have.");
+                                reply.attachments.push(crate::botframework::activity::Attachment {
+                                    content_type: "application/vnd.microsoft.card.oauth".into(),
+                                    content: oauth,
+                                });
+                                self.desk.send(incoming, reply).await;
+                            }
+                            ActionReply::Card(_) | ActionReply::IncorrectAuthCode => {}
                         }
                         BotResponse::Ack
                     }
@@ -115,13 +130,28 @@ impl Bot {
                 let Some(action) = CardAction::from_invoke(value) else {
                     return BotResponse::Invoke(invoke_error(400, "NotSupported", "This card action is not supported."));
                 };
-                match self.desk.on_card_action(incoming, action).await {
+                match self.desk.on_card_action(incoming, action, SignInProof::from_value(value), ActionPath::Invoke).await {
                     Ok(reply) => BotResponse::Invoke(reply.invoke_body()),
                     Err(err) => {
                         tracing::error!(error = %err, "card action failed");
                         BotResponse::Invoke(invoke_error(500, "InternalError", "Sorry, that failed on our side; nothing was changed."))
                     }
                 }
+            }
+            Some("signin/verifyState") | Some("signin/tokenExchange") => {
+                let proof = activity.value.as_ref().map(SignInProof::from_value).unwrap_or_default();
+                match self.desk.on_sign_in(incoming, proof).await {
+                    Ok(reply) => BotResponse::InvokeStatus(reply.status, reply.body),
+                    Err(err) => {
+                        tracing::error!(error = %err, "sign-in completion failed");
+                        BotResponse::Failed
+                    }
+                }
+            }
+            Some("signin/failure") => {
+                let code = activity.value.as_ref().and_then(|v| v.get("code")).and_then(Value::as_str).unwrap_or("unknown");
+                tracing::warn!(code = %crate::cards::plain(code), "Teams reported a sign-in failure");
+                BotResponse::Invoke(json!({}))
             }
             _ => BotResponse::Invoke(json!({})),
         }

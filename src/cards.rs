@@ -202,7 +202,13 @@ pub fn result_card(case: &Case) -> Value {
     };
     let mut body = vec![heading(title), text(state_line(case)), facts(case_facts(case))];
     body.extend(target_block(case, outcome_line));
-    card(body, Vec::new())
+    let mut actions = Vec::new();
+    if case.kind != CaseKind::RevokeSessions && matches!(case.state, CaseState::Done | CaseState::Failed) {
+        body.push(text("Revoking the users' sign-in sessions is the usual next step."));
+        let data = json!({ACTION_MARKER: 1, "caseId": case.id, "action": "revoke_sessions"});
+        actions.push(button("Revoke sign-in sessions", "revoke_sessions", data, "default"));
+    }
+    card(body, actions)
 }
 
 /// The card for a case in any state: the approval card while proposed, else the result card.

@@ -90,6 +90,13 @@ pub const SETTINGS: &[Setting] = &[
     setting("CHATWARDEN_DATABASE_URL", "database_url", "sqlite://path or postgres://...", Some("sqlite://chatwarden.db"), true),
     setting("CHATWARDEN_ALERT_SECRET", "alert_secret", "HMAC-SHA256 key for /api/alerts (alerts disabled if unset)", None, true),
     setting("CHATWARDEN_MAX_BODY_BYTES", "max_body_bytes", "largest accepted request body in bytes", Some("262144"), false),
+    setting(
+        "CHATWARDEN_TOKEN_MODE",
+        "token_mode",
+        "how admins' Graph tokens are obtained: token_service or obo",
+        Some("token_service"),
+        false,
+    ),
     setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
     setting(
         "CHATWARDEN_REQUIRE_SECOND_APPROVER",
@@ -195,6 +202,15 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How admins' delegated Graph tokens are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// The Bot Framework token service through the bot's OAuth connection.
+    TokenService,
+    /// On-behalf-of exchange of the admin's Teams SSO token at Entra ID.
+    OnBehalfOf,
+}
+
 /// Timing of case execution and recovery.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecutionPolicy {
@@ -235,6 +251,8 @@ pub struct Config {
     pub alert_secret: Option<SecretString>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How admins' delegated Graph tokens are obtained.
+    pub token_mode: TokenMode,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.
@@ -362,6 +380,7 @@ impl Config {
             "CHATWARDEN_DATABASE_URL         = [redacted]".into(),
             format!("CHATWARDEN_ALERT_SECRET         = {}", set(self.alert_secret.is_some())),
             format!("CHATWARDEN_MAX_BODY_BYTES       = {}", self.max_body_bytes),
+            format!("CHATWARDEN_TOKEN_MODE           = {:?}", self.token_mode),
             format!("CHATWARDEN_CASE_TTL_HOURS       = {}", self.case_ttl.as_secs() / 3600),
             format!("CHATWARDEN_REQUIRE_SECOND_APPROVER = {}", self.require_second_approver),
         ]);
@@ -589,6 +608,16 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     };
 
+    let token_mode = match value_or_default(&raw, "CHATWARDEN_TOKEN_MODE").trim().to_ascii_lowercase().as_str() {
+        "token_service" => Some(TokenMode::TokenService),
+        "obo" => Some(TokenMode::OnBehalfOf),
+        other => {
+            let other = other.to_owned();
+            raw.problem("CHATWARDEN_TOKEN_MODE", format!("`{other}` must be token_service or obo"));
+            None
+        }
+    };
+
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
     let (Some(bind), Some(openid_metadata), Some(login), Some(token_service), Some(graph), Some(management)) =
@@ -596,8 +625,8 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
     else {
         return Err(invalid());
     };
-    let (Some(allowlist), Some(max_body_bytes), Some(case_ttl), Some(require_second_approver)) =
-        (allowlist, max_body_bytes, case_ttl, require_second_approver)
+    let (Some(allowlist), Some(max_body_bytes), Some(case_ttl), Some(require_second_approver), Some(token_mode)) =
+        (allowlist, max_body_bytes, case_ttl, require_second_approver, token_mode)
     else {
         return Err(invalid());
     };
@@ -616,6 +645,7 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         database_url: SecretString::from(database_url),
         alert_secret,
         max_body_bytes,
+        token_mode,
         case_ttl,
         require_second_approver,
         execution: ExecutionPolicy::default(),

@@ -3,6 +3,7 @@
 //!
 //! See ARCHITECTURE.md for the module map and the invariants.
 
+pub mod actions;
 pub mod approvals;
 pub mod bot;
 pub mod botframework;
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod execution;
+pub mod graph;
 pub mod http_error;
 pub mod metrics;
 pub mod outbound;
@@ -19,3 +21,4 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

@@ -86,6 +86,9 @@ async fn messages(activity: VerifiedActivity, bot: web::Data<Bot>) -> HttpRespon
     match bot.handle(&activity).await {
         BotResponse::Ack => HttpResponse::Ok().finish(),
         BotResponse::Invoke(body) => HttpResponse::Ok().json(body),
+        BotResponse::InvokeStatus(status, body) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK)).json(body)
+        }
         BotResponse::Failed => ApiError::Internal.error_response(),
     }
 }

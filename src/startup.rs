@@ -21,10 +21,18 @@ use crate::botframework::keys::KeyStore;
 use crate::botframework::service_url::HostAllowlist;
 use crate::cases::Policy;
 use crate::config::{Config, Mode};
-use crate::execution::{CaseExecutor, CaseRunner, UnavailableExecutor};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::actions::GraphExecutor;
+use crate::config::{RetryPolicy, TokenMode};
+use crate::execution::{CaseExecutor, CaseRunner};
+use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::server::{AppState, build_app};
 use crate::store::Store;
+use crate::tokens::{DelegatedTokens, TokenSource};
 
 /// Parts that tests (and later integrations) may replace.
 #[derive(Default)]
@@ -65,6 +73,22 @@ pub fn desk_settings(config: &Config) -> DeskSettings {
         },
         policy: Policy { admins, require_second_approver: config.require_second_approver },
         case_ttl: config.case_ttl,
+        app_id: config.app.as_ref().map(|a| a.app_id.clone()),
+    }
+}
+
+/// Where admins' delegated tokens come from, per `CHATWARDEN_TOKEN_MODE`.
+pub fn token_source(config: &Config) -> TokenSource {
+    let base = config.endpoints.token_service.clone();
+    let connection = config.oauth_connection.clone();
+    match (config.token_mode, &config.app) {
+        (TokenMode::OnBehalfOf, Some(app)) => {
+            let login = config.endpoints.login.as_str().trim_end_matches('/');
+            let token_url =
+                Url::parse(&format!("{login}/{}/oauth2/v2.0/token", app.tenant_id)).unwrap_or_else(|_| config.endpoints.login.clone());
+            TokenSource::OnBehalfOf { token_url, client_id: app.app_id.clone(), client_secret: app.password.clone(), base, connection }
+        }
+        _ => TokenSource::TokenService { base, connection },
     }
 }
 
@@ -95,14 +119,24 @@ impl Application {
         };
         let store = Store::connect(config.database_url.expose_secret()).await.context("cannot open the database")?;
         tracing::info!(backend = ?store.backend(), "database ready");
-        let connector = Arc::new(ConnectorClient::new(tokens, config.retry, Arc::clone(&metrics)));
+        let bot_tokens = Arc::new(tokens);
+        let connector = Arc::new(ConnectorClient::new(Arc::clone(&bot_tokens), config.retry, Arc::clone(&metrics)));
         let updater = Arc::new(CardUpdater::new(Arc::clone(&connector), allowlist.clone()));
-        let executor = overrides.executor.unwrap_or_else(|| Arc::new(UnavailableExecutor));
+        let delegated = Arc::new(DelegatedTokens::new(token_source(&config), bot_tokens, config.retry, Arc::clone(&metrics)));
+        let executor = overrides.executor.unwrap_or_else(|| {
+            let graph_retry = RetryPolicy {
+                max_attempts: config.retry.max_attempts.max(4),
+                max_delay: config.retry.max_delay.max(Duration::from_secs(30)),
+                ..config.retry
+            };
+            let graph = GraphClient::new(config.endpoints.graph.clone(), graph_retry, Arc::clone(&metrics));
+            Arc::new(GraphExecutor::new(graph, Arc::clone(&delegated)))
+        });
         let runner_id = overrides.runner_id.unwrap_or_else(|| format!("runner-{:016x}", fastrand::u64(..)));
         let runner = Arc::new(CaseRunner::new(store.clone(), executor, updater.clone(), runner_id, config.execution.lease));
         background.push(runner.spawn_sweeper(config.execution.sweep_interval));
         let settings = desk_settings(&config);
-        let desk = Desk::new(store.clone(), connector, runner, updater, settings);
+        let desk = Desk::new(store.clone(), connector, runner, updater, delegated, settings);
         let gate = web::Data::new(InboundGate { auth, allowlist, max_body_bytes: config.max_body_bytes, metrics: Arc::clone(&metrics) });
         let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics)));
         let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store) };

@@ -221,6 +221,21 @@ fn same_service_url(claim: &str, actual: &str) -> bool {
     }
 }
 
+#[derive(Deserialize)]
+struct OidClaim {
+    #[serde(default)]
+    oid: Option<String>,
+}
+
+/// Whether the unverified `oid` claim of `token` equals `oid` (case-insensitive). Used only to
+/// bind a Teams SSO token to the admin who sent it before Entra ID verifies that token in the
+/// on-behalf-of exchange; never as proof of identity on its own.
+pub fn unverified_oid_matches(token: &str, oid: &str) -> bool {
+    let Ok((_, payload)) = split_token(token) else { return false };
+    let claims: Result<OidClaim, _> = decode_segment(payload);
+    claims.ok().and_then(|c| c.oid).is_some_and(|claimed| claimed.eq_ignore_ascii_case(oid))
+}
+
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {
     let mut values = headers.get_all(AUTHORIZATION);
     let value = values.next().ok_or(AuthRejection::MissingAuthorization)?;
@@ -271,6 +286,15 @@ mod tests {
         assert_eq!(bearer_token(&headers(&["Bearer a b"])), Err(AuthRejection::MalformedAuthorization));
         assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer a"])), Err(AuthRejection::MalformedAuthorization));
         assert_eq!(bearer_token(&headers(&["Bearer abc"])), Ok("abc"));
+    }
+
+    #[test]
+    fn sso_tokens_are_bound_to_their_sender_by_oid() {
+        let e = URL_SAFE_NO_PAD;
+        let token = format!("{}.{}.sig", e.encode(r#"{"alg":"RS256"}"#), e.encode(r#"{"oid":"ABC-1"}"#));
+        assert!(unverified_oid_matches(&token, "abc-1"));
+        assert!(!unverified_oid_matches(&token, "abc-2"));
+        assert!(!unverified_oid_matches("garbage", "abc-1"));
     }
 
     #[test]

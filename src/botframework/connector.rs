@@ -95,14 +95,14 @@ struct ConnectorErrorDetail {
 /// Client for the Bot Connector REST API.
 pub struct ConnectorClient {
     http: reqwest::Client,
-    tokens: BotTokenProvider,
+    tokens: Arc<BotTokenProvider>,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
 }
 
 impl ConnectorClient {
     /// A client that authenticates with `tokens`.
-    pub fn new(tokens: BotTokenProvider, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+    pub fn new(tokens: Arc<BotTokenProvider>, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
         Self { http: crate::outbound::build_client(retry.request_timeout), tokens, retry, metrics }
     }
 

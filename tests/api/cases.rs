@@ -11,12 +11,12 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::*;
 
-const THREAD: &str = "19:11dbae04-5d5d-4bc7-9766-16793ed91233_4fdb1e07-a7e9-475c-a5e2-8d042a6c8102@unq.gbl.spaces";
-const VICTIM: &str = "4fdb1e07-a7e9-475c-a5e2-8d042a6c8102";
-const CARD_ID: &str = "1719900000999";
+pub const THREAD: &str = "19:11dbae04-5d5d-4bc7-9766-16793ed91233_4fdb1e07-a7e9-475c-a5e2-8d042a6c8102@unq.gbl.spaces";
+pub const VICTIM: &str = "4fdb1e07-a7e9-475c-a5e2-8d042a6c8102";
+pub const CARD_ID: &str = "1719900000999";
 
 /// A connector that accepts replies (answering the card id), sends and updates.
-async fn mount_connector(app: &TestApp) {
+pub async fn mount_connector(app: &TestApp) {
     Mock::given(method("POST"))
         .and(path_regex("^/v3/conversations/[^/]+/activities/[^/]+$"))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": CARD_ID})))
@@ -34,12 +34,12 @@ async fn mount_connector(app: &TestApp) {
         .await;
 }
 
-fn from(activity: &mut Value, oid: &str, name: &str) {
+pub fn from(activity: &mut Value, oid: &str, name: &str) {
     activity["from"] = json!({"id": format!("29:{name}"), "name": name, "aadObjectId": oid});
 }
 
 /// The `adaptiveCard/action` invoke Teams sends when `oid` presses a button of our card.
-fn invoke(url: &str, id: &str, oid: &str, case_id: &str, verb: &str) -> Value {
+pub fn invoke(url: &str, id: &str, oid: &str, case_id: &str, verb: &str) -> Value {
     let mut activity = message(url, "");
     activity["type"] = json!("invoke");
     activity["name"] = json!("adaptiveCard/action");
@@ -52,7 +52,7 @@ fn invoke(url: &str, id: &str, oid: &str, case_id: &str, verb: &str) -> Value {
 }
 
 /// Posts a command from the default admin and returns the case id shown on the approval card.
-async fn request_removal(app: &TestApp, activity_id: &str) -> String {
+pub async fn request_removal(app: &TestApp, activity_id: &str) -> String {
     let url = app.service_url();
     let mut command = message(&url, &format!("/remove-chat {THREAD} {VICTIM} suspicious link"));
     command["id"] = json!(activity_id);
@@ -61,7 +61,7 @@ async fn request_removal(app: &TestApp, activity_id: &str) -> String {
     card_case_id(app).await
 }
 
-async fn replies(app: &TestApp) -> Vec<Value> {
+pub async fn replies(app: &TestApp) -> Vec<Value> {
     let mut bodies = Vec::new();
     for request in app.connector.received_requests().await.unwrap() {
         if request.method.as_str() == "POST" && request.url.path().contains("/activities/") {
@@ -71,14 +71,14 @@ async fn replies(app: &TestApp) -> Vec<Value> {
     bodies
 }
 
-async fn card_case_id(app: &TestApp) -> String {
+pub async fn card_case_id(app: &TestApp) -> String {
     let replies = replies(app).await;
     let card = replies.iter().rev().find_map(|r| r["attachments"][0]["content"].as_object().cloned()).expect("an approval card was posted");
     let facts = card["body"][1]["facts"].as_array().unwrap();
     facts[0]["value"].as_str().unwrap().to_owned()
 }
 
-async fn wait_state(store: &Store, id: &str, state: CaseState) {
+pub async fn wait_state(store: &Store, id: &str, state: CaseState) {
     for _ in 0..200 {
         if store.case(id).await.unwrap().map(|c| c.state) == Some(state) {
             return;
@@ -88,7 +88,7 @@ async fn wait_state(store: &Store, id: &str, state: CaseState) {
     panic!("case {id} never reached {state}");
 }
 
-async fn puts(app: &TestApp) -> Vec<Value> {
+pub async fn puts(app: &TestApp) -> Vec<Value> {
     app.connector
         .received_requests()
         .await

@@ -38,7 +38,7 @@ async fn fixture() -> Fixture {
     let config = serve_config(&metadata, &login);
     let app = config.app.clone().unwrap();
     let tokens = BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), Arc::new(Metrics::default()));
-    let client = ConnectorClient::new(tokens, retry(), Arc::new(Metrics::default()));
+    let client = ConnectorClient::new(Arc::new(tokens), retry(), Arc::new(Metrics::default()));
     let service_url = HostAllowlist::parse("127.0.0.1").unwrap().check(&format!("{}/emea/", connector.uri())).unwrap();
     Fixture { login, connector, client, service_url }
 }

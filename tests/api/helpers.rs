@@ -176,6 +176,8 @@ pub struct TestApp {
     pub metadata: MockServer,
     pub login: MockServer,
     pub connector: MockServer,
+    pub token_service: MockServer,
+    pub graph: MockServer,
     pub client: reqwest::Client,
     pub metrics: std::sync::Arc<chatwarden::metrics::Metrics>,
 }
@@ -186,12 +188,45 @@ pub struct Fakes {
     pub jwks: Value,
     /// Database to use (default: a fresh SQLite file).
     pub database_url: Option<String>,
+    /// Every admin already signed in at the fake token service.
+    pub signed_in: bool,
+    /// Run approved cases through the real Graph executor (against the fake Graph) instead of
+    /// the recording executor.
+    pub real_graph: bool,
 }
 
 impl Default for Fakes {
     fn default() -> Self {
-        Self { metadata_up: true, jwks: default_jwks(), database_url: None }
+        Self { metadata_up: true, jwks: default_jwks(), database_url: None, signed_in: true, real_graph: false }
     }
+}
+
+/// The delegated token the fake token service hands out for a Teams user id.
+pub fn delegated_token(user_id: &str) -> String {
+    format!("delegated-token-of-{user_id}")
+}
+
+/// Token service `GetToken` that knows every user: 200 with `delegated_token(userId)`, valid 1 h.
+pub struct SignedInTokenService;
+
+impl wiremock::Respond for SignedInTokenService {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let user = request.url.query_pairs().find(|(k, _)| k == "userId").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let expiration = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let expiration = expiration.format(&time::format_description::well_known::Rfc3339).unwrap();
+        ResponseTemplate::new(200).set_body_json(
+            json!({"channelId": "msteams", "connectionName": "graph", "token": delegated_token(&user), "expiration": expiration}),
+        )
+    }
+}
+
+pub async fn mount_signed_in(token_service: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(SignedInTokenService)
+        .named("GetToken")
+        .mount(token_service)
+        .await;
 }
 
 /// Serve-mode configuration pointing at the fakes.
@@ -209,6 +244,8 @@ pub fn serve_config(metadata: &MockServer, login: &MockServer) -> Config {
             "CHATWARDEN_SECURITY_CHANNEL_ID" => "19:c0ffee@thread.tacv2".into(),
             "CHATWARDEN_ADMINS" => format!("{ADMIN_OID},{SECOND_ADMIN_OID}"),
             "CHATWARDEN_DATABASE_URL" => sqlite_url(),
+            "CHATWARDEN_TOKEN_SERVICE_URL" => "http://127.0.0.1:9".into(),
+            "CHATWARDEN_GRAPH_URL" => "http://127.0.0.1:9".into(),
             _ => return None,
         })
     };
@@ -272,23 +309,42 @@ pub async fn spawn_app_with(fakes: Fakes, tweak: impl FnOnce(&mut Config)) -> Te
     }
     tweak(&mut config);
     let wait_ready = fakes.metadata_up && config.auth_enabled();
-    let app = launch(config, metadata, login, connector).await;
+    let app = launch_with(config, Servers { metadata, login, connector }, fakes.signed_in, fakes.real_graph).await;
     if wait_ready {
         app.wait_ready().await;
     }
     app
 }
 
+pub struct Servers {
+    pub metadata: MockServer,
+    pub login: MockServer,
+    pub connector: MockServer,
+}
+
 pub async fn launch(config: Config, metadata: MockServer, login: MockServer, connector: MockServer) -> TestApp {
+    launch_with(config, Servers { metadata, login, connector }, true, false).await
+}
+
+pub async fn launch_with(mut config: Config, servers: Servers, signed_in: bool, real_graph: bool) -> TestApp {
+    let Servers { metadata, login, connector } = servers;
+    let token_service = MockServer::start().await;
+    let graph = MockServer::start().await;
+    if signed_in {
+        mount_signed_in(&token_service).await;
+    }
+    config.endpoints.token_service = url::Url::parse(&token_service.uri()).unwrap();
+    config.endpoints.graph = url::Url::parse(&graph.uri()).unwrap();
     let executor = Arc::new(RecordingExecutor::default());
     let database_url = config.database_url.expose_secret().to_owned();
-    let overrides = Overrides { executor: Some(executor.clone() as Arc<dyn CaseExecutor>), runner_id: None };
+    let chosen = if real_graph { None } else { Some(executor.clone() as Arc<dyn CaseExecutor>) };
+    let overrides = Overrides { executor: chosen, runner_id: None };
     let application = Application::build_with(config, overrides).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let metrics = application.metrics();
     tokio::spawn(application.run_until_stopped());
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, executor, database_url, metadata, login, connector, client, metrics }
+    TestApp { address, executor, database_url, metadata, login, connector, token_service, graph, client, metrics }
 }
 
 impl TestApp {

@@ -6,6 +6,8 @@ mod cards;
 mod cases;
 mod cli;
 mod connector;
+mod graph;
 mod helpers;
 mod server;
+mod signin;
 mod store;

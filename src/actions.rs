@@ -1,0 +1,279 @@
+//! Carries out a case's targets through Graph with the approver's delegated token, and puts
+//! every Graph answer into plain words for the card and the history.
+//!
+//! Decisions on Graph's answers: 204/2xx = done; 404 = skipped, "nothing to remove" (the chat or
+//! the user no longer exists, so nobody has access through it; the case can still finish
+//! `done`); 401 = the approver's token is evicted and the call retried once; every other error
+//! fails the target with the reason spelled out.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
+use crate::execution::{CaseExecutor, TargetResult};
+use crate::graph::{BatchItem, GraphClient, GraphFailure, MAX_BATCH, remove_access_body, remove_access_path, revoke_path};
+use crate::tokens::DelegatedTokens;
+
+/// Plain-language outcome of a Graph status for one kind of action.
+pub fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String) {
+    let removal = kind != CaseKind::RevokeSessions;
+    match status {
+        200..=299 if removal => (TargetStatus::Done, "removed: the user no longer has access to the chat".into()),
+        200..=299 => (TargetStatus::Done, "sign-in sessions revoked".into()),
+        404 if removal => (TargetStatus::Skipped, "nothing to remove: Graph does not know this chat or user (404)".into()),
+        404 => (TargetStatus::Skipped, "nothing to revoke: no such user (404)".into()),
+        401 => (TargetStatus::Failed, "the approver's sign-in has expired (401): sign in again and retry".into()),
+        403 if code.eq_ignore_ascii_case("insufficient_claims") => {
+            (TargetStatus::Failed, "Conditional Access wants the approver to sign in again (403 insufficient_claims)".into())
+        }
+        403 if removal => (
+            TargetStatus::Failed,
+            format!(
+                "Graph refused (403 {code}): the approver needs the delegated Chat.ReadWrite.All consent and a Teams administrator role"
+            ),
+        ),
+        403 => (
+            TargetStatus::Failed,
+            format!(
+                "Graph refused (403 {code}): the approver needs User.RevokeSessions.All consent and a User or Privileged Authentication Administrator role"
+            ),
+        ),
+        400 => (TargetStatus::Failed, format!("Graph rejected the request as invalid (400 {code}): check the chat and user ids")),
+        429 => (TargetStatus::Failed, "Graph kept throttling the request (429) after every retry: try again later".into()),
+        500..=599 => (TargetStatus::Failed, format!("Graph failed on its side (HTTP {status}): try again later")),
+        0 => (TargetStatus::Failed, format!("Graph could not be reached ({code}): try again later")),
+        other => (TargetStatus::Failed, format!("Graph answered HTTP {other} {code}")),
+    }
+}
+
+/// The Graph-backed executor.
+pub struct GraphExecutor {
+    graph: GraphClient,
+    tokens: Arc<DelegatedTokens>,
+}
+
+fn failed_all(targets: &[&Target], detail: &str) -> Vec<TargetResult> {
+    targets
+        .iter()
+        .map(|t| TargetResult {
+            position: t.position,
+            status: TargetStatus::Failed,
+            graph_status: None,
+            detail: detail.to_owned(),
+            user_oid: None,
+        })
+        .collect()
+}
+
+impl GraphExecutor {
+    /// An executor calling `graph` with tokens from `tokens`.
+    pub fn new(graph: GraphClient, tokens: Arc<DelegatedTokens>) -> Self {
+        Self { graph, tokens }
+    }
+
+    /// Runs `call` with the approver's token; on 401 evicts the cached token and retries once.
+    async fn with_token<T, F, Fut>(&self, approver: &Actor, token: &mut SecretString, call: F) -> Result<T, GraphFailure>
+    where
+        F: Fn(SecretString) -> Fut,
+        Fut: std::future::Future<Output = Result<T, GraphFailure>>,
+    {
+        match call(token.clone()).await {
+            Err(GraphFailure { status: 401, .. }) => {
+                tracing::info!("Graph refused the approver's token; fetching a fresh one");
+                self.tokens.evict(&approver.oid).await;
+                match self.tokens.token_for(approver).await {
+                    Ok(Some(fresh)) => {
+                        *token = fresh;
+                        call(token.clone()).await
+                    }
+                    _ => Err(GraphFailure { status: 401, code: "sign-in expired".into() }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Resolves a UPN target to its object id (`Err` carries the final result when it cannot).
+    async fn resolve(&self, approver: &Actor, token: &mut SecretString, target: &Target) -> Result<String, TargetResult> {
+        if let Some(oid) = &target.user_oid {
+            return Ok(oid.clone());
+        }
+        let graph = &self.graph;
+        let upn = target.user_ref.clone();
+        match self
+            .with_token(approver, token, |t| {
+                let upn = upn.clone();
+                async move { graph.user(&t, &upn).await }
+            })
+            .await
+        {
+            Ok(Some(user)) => Ok(user.id),
+            Ok(None) => Err(TargetResult {
+                position: target.position,
+                status: TargetStatus::Skipped,
+                graph_status: Some(404),
+                detail: format!("no user {} in the directory: nothing to do", target.user_ref),
+                user_oid: None,
+            }),
+            Err(failure) => {
+                let (status, detail) = explain(CaseKind::RevokeSessions, failure.status, &failure.code);
+                Err(TargetResult {
+                    position: target.position,
+                    status,
+                    graph_status: Some(i64::from(failure.status)),
+                    detail: format!("could not look up {}: {detail}", target.user_ref),
+                    user_oid: None,
+                })
+            }
+        }
+    }
+
+    async fn single(&self, kind: CaseKind, approver: &Actor, token: &mut SecretString, target: &Target, oid: String) -> TargetResult {
+        let graph = &self.graph;
+        let result = match (kind, target.thread_id.clone()) {
+            (CaseKind::RevokeSessions, _) | (_, None) => {
+                self.with_token(approver, token, |t| {
+                    let oid = oid.clone();
+                    async move { graph.revoke_sessions(&t, &oid).await }
+                })
+                .await
+            }
+            (_, Some(thread)) => {
+                let tenant = target.user_tenant_id.clone();
+                self.with_token(approver, token, |t| {
+                    let (thread, oid, tenant) = (thread.clone(), oid.clone(), tenant.clone());
+                    async move { graph.remove_all_access(&t, &thread, &oid, &tenant).await }
+                })
+                .await
+            }
+        };
+        let (status_code, code) = match &result {
+            Ok(status) => (*status, String::new()),
+            Err(failure) => (failure.status, failure.code.clone()),
+        };
+        let (status, detail) = explain(kind, status_code, &code);
+        TargetResult {
+            position: target.position,
+            status,
+            graph_status: (status_code != 0).then_some(i64::from(status_code)),
+            detail,
+            user_oid: Some(oid),
+        }
+    }
+
+    async fn batched(&self, kind: CaseKind, approver: &Actor, token: &mut SecretString, work: Vec<(&Target, String)>) -> Vec<TargetResult> {
+        let mut results = Vec::with_capacity(work.len());
+        for chunk in work.chunks(MAX_BATCH) {
+            let items: Vec<BatchItem> = chunk
+                .iter()
+                .map(|(target, oid)| match (&target.thread_id, kind) {
+                    (Some(thread), CaseKind::RemoveChat | CaseKind::RemoveExternal) => BatchItem {
+                        id: target.position.to_string(),
+                        method: "POST",
+                        url: remove_access_path(thread),
+                        body: Some(remove_access_body(oid, &target.user_tenant_id)),
+                    },
+                    _ => BatchItem { id: target.position.to_string(), method: "POST", url: revoke_path(oid), body: None },
+                })
+                .collect();
+            let version = if kind == CaseKind::RevokeSessions { "v1.0" } else { "beta" };
+            let graph = &self.graph;
+            let mut outcome = self
+                .with_token(approver, token, |t| {
+                    let items = items.clone();
+                    async move { graph.batch(&t, version, &items).await }
+                })
+                .await;
+            // Items refused with 401 inside the batch: one retry of those items with a fresh token.
+            if let Ok(outcomes) = &outcome {
+                let unauthorised: Vec<BatchItem> =
+                    items.iter().filter(|i| outcomes.iter().any(|o| o.id == i.id && o.status == 401)).cloned().collect();
+                if !unauthorised.is_empty() {
+                    self.tokens.evict(&approver.oid).await;
+                    if let Ok(Some(fresh)) = self.tokens.token_for(approver).await {
+                        *token = fresh;
+                        if let Ok(retried) = self.graph.batch(token, version, &unauthorised).await {
+                            let mut merged: Vec<_> = outcomes.iter().filter(|o| o.status != 401).cloned().collect();
+                            merged.extend(retried);
+                            outcome = Ok(merged);
+                        }
+                    }
+                }
+            }
+            for (target, oid) in chunk {
+                let (status_code, code) = match &outcome {
+                    Ok(outcomes) => outcomes
+                        .iter()
+                        .find(|o| o.id == target.position.to_string())
+                        .map(|o| (o.status, o.code.clone()))
+                        .unwrap_or((0, "missing from batch response".into())),
+                    Err(failure) => (failure.status, failure.code.clone()),
+                };
+                let (status, detail) = explain(kind, status_code, &code);
+                results.push(TargetResult {
+                    position: target.position,
+                    status,
+                    graph_status: (status_code != 0).then_some(i64::from(status_code)),
+                    detail,
+                    user_oid: Some(oid.clone()),
+                });
+            }
+        }
+        results
+    }
+}
+
+#[async_trait]
+impl CaseExecutor for GraphExecutor {
+    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
+        let pending: Vec<&Target> = case.targets.iter().filter(|t| t.status == TargetStatus::Pending).collect();
+        let Some(approver) = &case.approver else {
+            return failed_all(&pending, "the case has no approver");
+        };
+        let mut token = match self.tokens.token_for(approver).await {
+            Ok(Some(token)) => token,
+            Ok(None) => return failed_all(&pending, "the approver is no longer signed in: sign in and approve a new case"),
+            Err(err) => {
+                tracing::error!(case.id = %case.id, error = %err, "could not get the approver's token");
+                return failed_all(&pending, "the sign-in service could not be reached: try again later");
+            }
+        };
+        let mut results = Vec::with_capacity(pending.len());
+        let mut work = Vec::with_capacity(pending.len());
+        for target in pending {
+            match self.resolve(approver, &mut token, target).await {
+                Ok(oid) => work.push((target, oid)),
+                Err(result) => results.push(result),
+            }
+        }
+        if work.len() == 1 {
+            let (target, oid) = work.remove(0);
+            results.push(self.single(case.kind, approver, &mut token, target, oid).await);
+        } else if !work.is_empty() {
+            results.extend(self.batched(case.kind, approver, &mut token, work).await);
+        }
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_answers_read_as_plain_words() {
+        assert_eq!(explain(CaseKind::RemoveChat, 204, "").0, TargetStatus::Done);
+        assert_eq!(explain(CaseKind::RevokeSessions, 200, "").1, "sign-in sessions revoked");
+        assert_eq!(explain(CaseKind::RemoveChat, 404, "NotFound").0, TargetStatus::Skipped);
+        let (status, detail) = explain(CaseKind::RemoveChat, 403, "Forbidden");
+        assert_eq!(status, TargetStatus::Failed);
+        assert!(detail.contains("Chat.ReadWrite.All"), "{detail}");
+        assert!(explain(CaseKind::RevokeSessions, 403, "Authorization_RequestDenied").1.contains("User.RevokeSessions.All"));
+        assert!(explain(CaseKind::RemoveChat, 403, "insufficient_claims").1.contains("Conditional Access"));
+        assert!(explain(CaseKind::RemoveChat, 429, "").1.contains("throttling"));
+        assert!(explain(CaseKind::RemoveChat, 503, "").1.contains("HTTP 503"));
+        assert!(explain(CaseKind::RemoveChat, 0, "timeout").1.contains("could not be reached (timeout)"));
+    }
+}

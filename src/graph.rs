@@ -1,0 +1,294 @@
+//! Microsoft Graph client (the only module that talks to Graph): `removeAllAccessForUser`,
+//! `revokeSignInSessions`, user lookup by UPN and JSON batching.
+//!
+//! Every call takes the approving admin's delegated token; the bot's own token is never sent
+//! here. 429, 503 and 504 are retried honouring `Retry-After` (bounded attempts, jittered
+//! backoff otherwise); inside a `$batch`, only the throttled items are sent again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::botframework::service_url::encode_component;
+use crate::config::RetryPolicy;
+use crate::metrics::Metrics;
+
+/// Most requests Graph accepts in one `$batch`.
+pub const MAX_BATCH: usize = 20;
+
+/// Statuses worth retrying.
+const RETRY_STATUSES: [StatusCode; 3] = [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE, StatusCode::GATEWAY_TIMEOUT];
+
+/// A Graph answer that is not a success (status 0: no answer at all).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Graph answered HTTP {status} ({code})")]
+pub struct GraphFailure {
+    /// HTTP status, or 0 for a network failure or timeout.
+    pub status: u16,
+    /// Graph error code (`Forbidden`, `itemNotFound`, ...), or a local description.
+    pub code: String,
+}
+
+/// A directory user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphUser {
+    /// Entra object id.
+    pub id: String,
+    /// UPN.
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// One request of a `$batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    /// Unique id within the batch.
+    pub id: String,
+    /// `POST`, `GET`, ...
+    pub method: &'static str,
+    /// URL relative to the version root (`/chats/.../removeAllAccessForUser`).
+    pub url: String,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+/// The outcome of one batch item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The item id.
+    pub id: String,
+    /// Its HTTP status.
+    pub status: u16,
+    /// Graph error code for failures.
+    pub code: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Option<ErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct BatchResponse {
+    #[serde(default)]
+    responses: Vec<BatchItemResponse>,
+}
+
+#[derive(Deserialize)]
+struct BatchItemResponse {
+    id: String,
+    status: u16,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+fn error_code(body: Option<&Value>) -> String {
+    body.and_then(|b| b.get("error")).and_then(|e| e.get("code")).and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+/// Path of `removeAllAccessForUser` for a chat, relative to a version root.
+pub fn remove_access_path(chat_id: &str) -> String {
+    format!("/chats/{}/removeAllAccessForUser", encode_component(chat_id))
+}
+
+/// Body of `removeAllAccessForUser`.
+pub fn remove_access_body(user_oid: &str, tenant_id: &str) -> Value {
+    json!({"user": {"@odata.type": "microsoft.graph.teamworkUserIdentity", "id": user_oid, "tenantId": tenant_id}})
+}
+
+/// Path of `revokeSignInSessions`, relative to a version root.
+pub fn revoke_path(user: &str) -> String {
+    format!("/users/{}/revokeSignInSessions", encode_component(user))
+}
+
+/// Client for Microsoft Graph.
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: Url,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl GraphClient {
+    /// A client for the Graph at `base` (e.g. `https://graph.microsoft.com`).
+    pub fn new(base: Url, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        Self { http: crate::outbound::build_client(retry.request_timeout), base, retry, metrics }
+    }
+
+    fn url(&self, version: &str, path: &str) -> Url {
+        let text = format!("{}/{version}{path}", self.base.as_str().trim_end_matches('/'));
+        Url::parse(&text).unwrap_or_else(|_| self.base.clone())
+    }
+
+    async fn send(
+        &self,
+        operation: &'static str,
+        token: &SecretString,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(u16, Option<Value>), GraphFailure> {
+        let started = std::time::Instant::now();
+        let result =
+            crate::outbound::send_with_retry(&self.retry, &RETRY_STATUSES, false, || build().bearer_auth(token.expose_secret())).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                self.metrics.inc("chatwarden_graph_calls_total", &[("operation", operation), ("status", "network_error")]);
+                let code = if err.is_timeout() { "timeout" } else { "unreachable" };
+                return Err(GraphFailure { status: 0, code: code.into() });
+            }
+        };
+        let status = response.status();
+        self.metrics.inc("chatwarden_graph_calls_total", &[("operation", operation), ("status", status_label(status.as_u16()))]);
+        tracing::debug!(operation, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "Graph call");
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            Ok((status.as_u16(), body))
+        } else {
+            let code = body
+                .as_ref()
+                .and_then(|b| serde_json::from_value::<ErrorBody>(b.clone()).ok())
+                .and_then(|e| e.error)
+                .map(|e| e.code)
+                .unwrap_or_default();
+            Err(GraphFailure { status: status.as_u16(), code })
+        }
+    }
+
+    /// `POST /beta/chats/{chat}/removeAllAccessForUser`; 204 on success.
+    pub async fn remove_all_access(
+        &self,
+        token: &SecretString,
+        chat_id: &str,
+        user_oid: &str,
+        tenant_id: &str,
+    ) -> Result<u16, GraphFailure> {
+        let url = self.url("beta", &remove_access_path(chat_id));
+        let body = remove_access_body(user_oid, tenant_id);
+        self.send("remove_all_access", token, || self.http.post(url.clone()).json(&body)).await.map(|(status, _)| status)
+    }
+
+    /// `POST /v1.0/users/{id}/revokeSignInSessions`; any 2xx is success.
+    pub async fn revoke_sessions(&self, token: &SecretString, user: &str) -> Result<u16, GraphFailure> {
+        let url = self.url("v1.0", &revoke_path(user));
+        self.send("revoke_sessions", token, || self.http.post(url.clone()).header("content-length", "0")).await.map(|(status, _)| status)
+    }
+
+    /// `GET /v1.0/users/{upn}?$select=id,userPrincipalName,displayName`; `None` when not found.
+    pub async fn user(&self, token: &SecretString, upn_or_id: &str) -> Result<Option<GraphUser>, GraphFailure> {
+        let mut url = self.url("v1.0", &format!("/users/{}", encode_component(upn_or_id)));
+        url.query_pairs_mut().append_pair("$select", "id,userPrincipalName,displayName");
+        match self.send("get_user", token, || self.http.get(url.clone())).await {
+            Ok((_, Some(body))) => {
+                serde_json::from_value(body).map(Some).map_err(|_| GraphFailure { status: 200, code: "invalid user body".into() })
+            }
+            Ok((status, None)) => Err(GraphFailure { status, code: "empty user body".into() }),
+            Err(GraphFailure { status: 404, .. }) => Ok(None),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Sends up to [`MAX_BATCH`] requests as one `$batch`, re-sending throttled items (honouring
+    /// their `Retry-After`) up to the retry budget. Returns one outcome per item.
+    pub async fn batch(&self, token: &SecretString, version: &str, items: &[BatchItem]) -> Result<Vec<BatchOutcome>, GraphFailure> {
+        let mut outcomes: HashMap<String, BatchOutcome> = HashMap::new();
+        let mut pending: Vec<&BatchItem> = items.iter().take(MAX_BATCH).collect();
+        let url = self.url(version, "/$batch");
+        let mut round = 1;
+        while !pending.is_empty() {
+            let requests: Vec<Value> = pending
+                .iter()
+                .map(|item| {
+                    let mut request = json!({"id": item.id, "method": item.method, "url": item.url});
+                    if let Some(body) = &item.body {
+                        request["body"] = body.clone();
+                        request["headers"] = json!({"Content-Type": "application/json"});
+                    }
+                    request
+                })
+                .collect();
+            let payload = json!({"requests": requests});
+            let (_, body) = self.send("batch", token, || self.http.post(url.clone()).json(&payload)).await?;
+            let parsed: BatchResponse = body
+                .and_then(|b| serde_json::from_value(b).ok())
+                .ok_or_else(|| GraphFailure { status: 200, code: "invalid batch body".into() })?;
+            let mut throttled = Vec::new();
+            let mut wait = Duration::ZERO;
+            for response in parsed.responses {
+                let Some(item) = pending.iter().find(|i| i.id == response.id) else { continue };
+                let retryable = RETRY_STATUSES.iter().any(|s| s.as_u16() == response.status);
+                if retryable && round < self.retry.max_attempts {
+                    let after = response
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(|s| Duration::from_secs_f64(s).min(self.retry.max_delay))
+                        .unwrap_or_else(|| crate::outbound::backoff(&self.retry, round));
+                    wait = wait.max(after);
+                    throttled.push(*item);
+                } else {
+                    self.metrics.inc("chatwarden_graph_batch_items_total", &[("status", status_label(response.status))]);
+                    outcomes.insert(
+                        response.id.clone(),
+                        BatchOutcome { id: response.id, status: response.status, code: error_code(response.body.as_ref()) },
+                    );
+                }
+            }
+            // Items Graph did not answer at all are reported as failures, not retried blindly.
+            for item in &pending {
+                if !outcomes.contains_key(&item.id) && !throttled.iter().any(|t| t.id == item.id) {
+                    outcomes.insert(
+                        item.id.clone(),
+                        BatchOutcome { id: item.id.clone(), status: 0, code: "missing from batch response".into() },
+                    );
+                }
+            }
+            if !throttled.is_empty() {
+                tracing::debug!(items = throttled.len(), wait_ms = wait.as_millis() as u64, "re-sending throttled batch items");
+                tokio::time::sleep(wait).await;
+            }
+            pending = throttled;
+            round += 1;
+        }
+        Ok(items.iter().take(MAX_BATCH).filter_map(|item| outcomes.remove(&item.id)).collect())
+    }
+}
+
+/// Low-cardinality label for a status.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        412 => "412",
+        429 => "429",
+        500..=599 => "5xx",
+        0 => "network_error",
+        _ => "other",
+    }
+}

@@ -1,0 +1,478 @@
+//! Delegated tokens and the Graph client against a fake token service, Entra ID and Graph:
+//! exact paths, headers and bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatwarden::actions::GraphExecutor;
+use chatwarden::botframework::bot_token::BotTokenProvider;
+use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
+use chatwarden::config::RetryPolicy;
+use chatwarden::execution::CaseExecutor;
+use chatwarden::graph::{BatchItem, GraphClient};
+use chatwarden::metrics::Metrics;
+use chatwarden::tokens::{DelegatedTokens, TokenSource};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, body_string_contains, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::helpers::*;
+
+fn retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+    }
+}
+
+fn approver() -> Actor {
+    Actor { oid: SECOND_ADMIN_OID.into(), name: "Sam Approver".into(), user_id: "29:sam".into() }
+}
+
+struct Fx {
+    login: MockServer,
+    token_service: MockServer,
+    graph_server: MockServer,
+    tokens: Arc<DelegatedTokens>,
+    graph: GraphClient,
+}
+
+async fn fx_with(obo: bool) -> Fx {
+    let login = MockServer::start().await;
+    let token_service = MockServer::start().await;
+    let graph_server = MockServer::start().await;
+    mount_login(&login).await;
+    let config = serve_config(&MockServer::start().await, &login);
+    let app = config.app.clone().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let bot = Arc::new(BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), metrics.clone()));
+    let base = url::Url::parse(&token_service.uri()).unwrap();
+    let source = if obo {
+        TokenSource::OnBehalfOf {
+            token_url: url::Url::parse(&format!("{}/{TENANT_ID}/oauth2/v2.0/token", login.uri())).unwrap(),
+            client_id: APP_ID.into(),
+            client_secret: SecretString::from(APP_PASSWORD.to_owned()),
+            base,
+            connection: "graph".into(),
+        }
+    } else {
+        TokenSource::TokenService { base, connection: "graph".into() }
+    };
+    let tokens = Arc::new(DelegatedTokens::new(source, bot, retry(), metrics.clone()));
+    let graph = GraphClient::new(url::Url::parse(&graph_server.uri()).unwrap(), retry(), metrics);
+    Fx { login, token_service, graph_server, tokens, graph }
+}
+
+async fn fx() -> Fx {
+    fx_with(false).await
+}
+
+fn token_response(token: &str, seconds: i64) -> ResponseTemplate {
+    let expiration = (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"channelId": "msteams", "connectionName": "graph", "token": token, "expiration": expiration}))
+}
+
+async fn get_token_calls(fx: &Fx) -> Vec<Request> {
+    fx.token_service.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/api/usertoken/GetToken").collect()
+}
+
+#[tokio::test]
+async fn a_token_is_fetched_with_the_bot_token_and_then_served_from_the_cache() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .and(query_param("userId", "29:sam"))
+        .and(query_param("connectionName", "graph"))
+        .and(query_param("channelId", "msteams"))
+        .and(header("authorization", format!("Bearer {BOT_TOKEN}").as_str()))
+        .respond_with(token_response("sam-graph-token", 3600))
+        .mount(&fx.token_service)
+        .await;
+    let first = fx.tokens.token_for(&approver()).await.unwrap().unwrap();
+    let second = fx.tokens.token_for(&approver()).await.unwrap().unwrap();
+    assert_eq!(first.expose_secret(), "sam-graph-token");
+    assert_eq!(second.expose_secret(), "sam-graph-token");
+    assert_eq!(get_token_calls(&fx).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_leaves_the_cache_before_it_expires() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("short-lived", 2))
+        .mount(&fx.token_service)
+        .await;
+    fx.tokens.token_for(&approver()).await.unwrap().unwrap();
+    fx.tokens.token_for(&approver()).await.unwrap().unwrap();
+    assert_eq!(get_token_calls(&fx).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    fx.tokens.token_for(&approver()).await.unwrap().unwrap();
+    assert_eq!(get_token_calls(&fx).await.len(), 2);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_approvals_share_one_token_request() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("shared", 3600).set_delay(Duration::from_millis(200)))
+        .mount(&fx.token_service)
+        .await;
+    let admin = approver();
+    let calls = (0..50).map(|_| fx.tokens.token_for(&admin));
+    let tokens = futures_util::future::join_all(calls).await;
+    assert!(tokens.iter().all(|t| t.as_ref().unwrap().as_ref().unwrap().expose_secret() == "shared"));
+    assert_eq!(get_token_calls(&fx).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_admin_who_has_not_signed_in_gets_none_and_nothing_is_cached() {
+    let fx = fx().await;
+    Mock::given(method("GET")).and(path("/api/usertoken/GetToken")).respond_with(ResponseTemplate::new(404)).mount(&fx.token_service).await;
+    assert!(fx.tokens.token_for(&approver()).await.unwrap().is_none());
+    assert!(fx.tokens.token_for(&approver()).await.unwrap().is_none());
+    assert_eq!(get_token_calls(&fx).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_magic_code_is_redeemed_with_get_token_and_code() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .and(query_param("code", "123456"))
+        .respond_with(token_response("from-code", 3600))
+        .mount(&fx.token_service)
+        .await;
+    Mock::given(method("GET")).and(path("/api/usertoken/GetToken")).respond_with(ResponseTemplate::new(404)).mount(&fx.token_service).await;
+    assert!(fx.tokens.redeem_code(&approver(), "000000").await.unwrap().is_none());
+    let token = fx.tokens.redeem_code(&approver(), "123456").await.unwrap().unwrap();
+    assert_eq!(token.expose_secret(), "from-code");
+    // Now cached: no further request.
+    let before = get_token_calls(&fx).await.len();
+    assert_eq!(fx.tokens.token_for(&approver()).await.unwrap().unwrap().expose_secret(), "from-code");
+    assert_eq!(get_token_calls(&fx).await.len(), before);
+}
+
+#[tokio::test]
+async fn an_sso_token_is_exchanged_at_the_token_service() {
+    let fx = fx().await;
+    Mock::given(method("POST"))
+        .and(path("/api/usertoken/exchange"))
+        .and(query_param("userId", "29:sam"))
+        .and(query_param("connectionName", "graph"))
+        .and(query_param("channelId", "msteams"))
+        .and(header("authorization", format!("Bearer {BOT_TOKEN}").as_str()))
+        .and(body_json(json!({"token": "teams-sso-token"})))
+        .respond_with(token_response("exchanged", 3600))
+        .expect(1)
+        .mount(&fx.token_service)
+        .await;
+    let token = fx.tokens.exchange_sso(&approver(), &SecretString::from("teams-sso-token".to_owned())).await.unwrap().unwrap();
+    assert_eq!(token.expose_secret(), "exchanged");
+}
+
+#[tokio::test]
+async fn a_refused_sso_exchange_means_sign_in_is_needed() {
+    let fx = fx().await;
+    Mock::given(method("POST"))
+        .and(path("/api/usertoken/exchange"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&fx.token_service)
+        .await;
+    assert!(fx.tokens.exchange_sso(&approver(), &SecretString::from("sso".to_owned())).await.unwrap().is_none());
+}
+
+fn sso_for(oid: &str) -> SecretString {
+    use base64::Engine as _;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    SecretString::from(format!(
+        "{}.{}.sig",
+        e.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        e.encode(format!(r#"{{"oid":"{oid}","scp":"access_as_user"}}"#))
+    ))
+}
+
+#[tokio::test]
+async fn obo_mode_exchanges_the_sso_token_at_entra_with_the_jwt_bearer_grant() {
+    let fx = fx_with(true).await;
+    let sso = sso_for(SECOND_ADMIN_OID);
+    Mock::given(method("POST"))
+        .and(path(format!("/{TENANT_ID}/oauth2/v2.0/token")))
+        .and(body_string_contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"))
+        .and(body_string_contains("requested_token_use=on_behalf_of"))
+        .and(body_string_contains(format!("assertion={}", sso.expose_secret()).as_str()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"token_type": "Bearer", "expires_in": 3600, "access_token": "obo-graph-token"})),
+        )
+        .with_priority(1)
+        .expect(1)
+        .mount(&fx.login)
+        .await;
+    let token = fx.tokens.exchange_sso(&approver(), &sso).await.unwrap().unwrap();
+    assert_eq!(token.expose_secret(), "obo-graph-token");
+    assert_eq!(fx.tokens.token_for(&approver()).await.unwrap().unwrap().expose_secret(), "obo-graph-token");
+}
+
+#[tokio::test]
+async fn obo_mode_refuses_an_sso_token_of_someone_else_without_calling_entra() {
+    let fx = fx_with(true).await;
+    let stolen = sso_for(ADMIN_OID);
+    assert!(fx.tokens.exchange_sso(&approver(), &stolen).await.unwrap().is_none());
+    let obo_calls =
+        fx.login.received_requests().await.unwrap().iter().filter(|r| String::from_utf8_lossy(&r.body).contains("jwt-bearer")).count();
+    assert_eq!(obo_calls, 0);
+}
+
+fn token(text: &str) -> SecretString {
+    SecretString::from(text.to_owned())
+}
+
+#[tokio::test]
+async fn remove_all_access_sends_the_exact_request_with_the_approvers_token() {
+    let fx = fx().await;
+    let chat = "19:11dbae04-5d5d-4bc7-9766-16793ed91233_4fdb1e07-a7e9-475c-a5e2-8d042a6c8102@unq.gbl.spaces";
+    Mock::given(method("POST"))
+        .and(path(format!("/beta/chats/{}/removeAllAccessForUser", encode(chat))))
+        .and(header("authorization", "Bearer approver-token"))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({"user": {"@odata.type": "microsoft.graph.teamworkUserIdentity", "id": "user-oid", "tenantId": TENANT_ID}})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&fx.graph_server)
+        .await;
+    assert_eq!(fx.graph.remove_all_access(&token("approver-token"), chat, "user-oid", TENANT_ID).await, Ok(204));
+}
+
+#[tokio::test]
+async fn throttling_is_retried_after_the_time_graph_asks_for() {
+    let fx = fx().await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/users/user-oid/revokeSignInSessions"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .mount(&fx.graph_server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/users/user-oid/revokeSignInSessions"))
+        .and(header("authorization", "Bearer approver-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": true})))
+        .mount(&fx.graph_server)
+        .await;
+    let started = std::time::Instant::now();
+    assert_eq!(fx.graph.revoke_sessions(&token("approver-token"), "user-oid").await, Ok(200));
+    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_user_is_looked_up_by_upn() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users/alice%40contoso.com"))
+        .and(query_param("$select", "id,userPrincipalName,displayName"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "alice-oid", "userPrincipalName": "alice@contoso.com", "displayName": "Alice"})),
+        )
+        .mount(&fx.graph_server)
+        .await;
+    let user = fx.graph.user(&token("t"), "alice@contoso.com").await.unwrap().unwrap();
+    assert_eq!(user.id, "alice-oid");
+    assert_eq!(user.display_name.as_deref(), Some("Alice"));
+    assert_eq!(fx.graph.user(&token("t"), "nobody@contoso.com").await, Ok(None));
+}
+
+/// Graph's `$batch`: answers each item 204, except item ids in `throttle_once` that get one 429.
+struct FakeBatch {
+    throttle_once: std::sync::Mutex<Vec<String>>,
+}
+
+impl wiremock::Respond for FakeBatch {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let mut throttle = self.throttle_once.lock().unwrap();
+        let responses: Vec<Value> = body["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let id = item["id"].as_str().unwrap().to_owned();
+                if let Some(pos) = throttle.iter().position(|t| *t == id) {
+                    throttle.remove(pos);
+                    json!({"id": id, "status": 429, "headers": {"Retry-After": "0"}, "body": {"error": {"code": "TooManyRequests"}}})
+                } else if item["url"].as_str().unwrap().contains("gone") {
+                    json!({"id": id, "status": 404, "body": {"error": {"code": "NotFound", "message": "x"}}})
+                } else if item["url"].as_str().unwrap().contains("locked") {
+                    json!({"id": id, "status": 403, "body": {"error": {"code": "Forbidden", "message": "x"}}})
+                } else {
+                    json!({"id": id, "status": 204})
+                }
+            })
+            .collect();
+        ResponseTemplate::new(200).set_body_json(json!({"responses": responses}))
+    }
+}
+
+fn bulk_case(n: usize) -> Case {
+    Case {
+        id: "CW-BULK1".into(),
+        kind: CaseKind::RemoveExternal,
+        state: CaseState::Executing,
+        source: CaseSource::Command,
+        tenant_id: TENANT_ID.into(),
+        requester: Actor { oid: ADMIN_OID.into(), name: "Dana".into(), user_id: "29:dana".into() },
+        reason: None,
+        no_evidence: false,
+        approver: Some(approver()),
+        decided_at: None,
+        card: None,
+        created_at: 0,
+        updated_at: 0,
+        expires_at: i64::MAX,
+        version: 0,
+        targets: (0..n)
+            .map(|i| Target {
+                position: i as i64,
+                thread_id: Some(match i {
+                    7 => "19:gone@thread.v2".to_owned(),
+                    8 => "19:locked@thread.v2".to_owned(),
+                    _ => format!("19:chat{i}@thread.v2"),
+                }),
+                user_ref: format!("user-{i}"),
+                user_oid: Some(format!("oid-{i}")),
+                user_tenant_id: TENANT_ID.into(),
+                display_name: None,
+                status: TargetStatus::Pending,
+                graph_status: None,
+                detail: None,
+            })
+            .collect(),
+        evidence: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("approver-token", 3600))
+        .mount(&fx.token_service)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/beta/$batch"))
+        .and(header("authorization", "Bearer approver-token"))
+        .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec!["3".into(), "30".into()]) })
+        .mount(&fx.graph_server)
+        .await;
+    let executor = GraphExecutor::new(fx.graph, fx.tokens.clone());
+    let results = executor.execute(&bulk_case(45)).await;
+    assert_eq!(results.len(), 45);
+    let batches: Vec<Value> =
+        fx.graph_server.received_requests().await.unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
+    let sizes: Vec<usize> = batches.iter().map(|b| b["requests"].as_array().unwrap().len()).collect();
+    // 20 + 20 + 5, plus one re-send of each throttled item.
+    assert_eq!(sizes, [20, 1, 20, 1, 5]);
+    let first = &batches[0]["requests"][0];
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["url"], "/chats/19%3Achat0%40thread.v2/removeAllAccessForUser");
+    assert_eq!(first["headers"]["Content-Type"], "application/json");
+    assert_eq!(first["body"]["user"]["id"], "oid-0");
+    let by_position = |p: i64| results.iter().find(|r| r.position == p).unwrap();
+    assert_eq!(by_position(3).status, TargetStatus::Done);
+    assert_eq!(by_position(30).status, TargetStatus::Done);
+    assert_eq!(by_position(7).status, TargetStatus::Skipped);
+    assert_eq!(by_position(8).status, TargetStatus::Failed);
+    assert_eq!(by_position(8).graph_status, Some(403));
+    assert!(by_position(8).detail.contains("Chat.ReadWrite.All"));
+    assert_eq!(results.iter().filter(|r| r.status == TargetStatus::Done).count(), 43);
+}
+
+#[tokio::test]
+async fn a_401_from_graph_evicts_the_token_and_retries_once_with_a_fresh_one() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("stale-token", 3600))
+        .up_to_n_times(1)
+        .mount(&fx.token_service)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("fresh-token", 3600))
+        .mount(&fx.token_service)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_suffix_remove())
+        .and(header("authorization", "Bearer stale-token"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {"code": "InvalidAuthenticationToken"}})))
+        .mount(&fx.graph_server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_suffix_remove())
+        .and(header("authorization", "Bearer fresh-token"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&fx.graph_server)
+        .await;
+    let executor = GraphExecutor::new(fx.graph, fx.tokens.clone());
+    let results = executor.execute(&bulk_case(1)).await;
+    assert_eq!(results[0].status, TargetStatus::Done);
+    let get_tokens =
+        fx.token_service.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/api/usertoken/GetToken").count();
+    assert_eq!(get_tokens, 2);
+    assert_eq!(fx.graph_server.received_requests().await.unwrap().len(), 2);
+}
+
+fn path_suffix_remove() -> wiremock::matchers::PathRegexMatcher {
+    wiremock::matchers::path_regex("^/beta/chats/.+/removeAllAccessForUser$")
+}
+
+#[tokio::test]
+async fn forbidden_and_not_found_are_reported_in_plain_words() {
+    let fx = fx().await;
+    Mock::given(method("GET")).and(path("/api/usertoken/GetToken")).respond_with(token_response("t", 3600)).mount(&fx.token_service).await;
+    Mock::given(method("POST"))
+        .and(path_suffix_remove())
+        .respond_with(
+            ResponseTemplate::new(403).set_body_json(json!({"error": {"code": "Forbidden", "message": "Missing role permissions"}})),
+        )
+        .mount(&fx.graph_server)
+        .await;
+    let executor = GraphExecutor::new(fx.graph, fx.tokens.clone());
+    let results = executor.execute(&bulk_case(1)).await;
+    assert_eq!(results[0].status, TargetStatus::Failed);
+    assert_eq!(results[0].graph_status, Some(403));
+    assert!(results[0].detail.starts_with("Graph refused (403 Forbidden)"), "{}", results[0].detail);
+
+    fx.graph_server.reset().await;
+    Mock::given(method("POST"))
+        .and(path_suffix_remove())
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"code": "NotFound"}})))
+        .mount(&fx.graph_server)
+        .await;
+    let results = executor.execute(&bulk_case(1)).await;
+    assert_eq!(results[0].status, TargetStatus::Skipped);
+    assert!(results[0].detail.starts_with("nothing to remove"));
+}
+
+#[tokio::test]
+async fn a_batch_never_carries_more_than_twenty_items() {
+    let fx = fx().await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/$batch"))
+        .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) })
+        .mount(&fx.graph_server)
+        .await;
+    let items: Vec<BatchItem> = (0..25)
+        .map(|i| BatchItem { id: i.to_string(), method: "POST", url: format!("/users/u{i}/revokeSignInSessions"), body: None })
+        .collect();
+    let outcomes = fx.graph.batch(&token("t"), "v1.0", &items).await.unwrap();
+    assert_eq!(outcomes.len(), 20);
+}
