@@ -1,6 +1,7 @@
 //! The Teams side of cases: who may ask, commands that open cases and post approval cards, card
 //! actions that become decisions, and card updates as cases move.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::alerts::ChannelEndpoint;
+use crate::audit::record::AuditRecord;
 use crate::botframework::activity::{Activity, OutgoingActivity};
 use crate::botframework::connector::ConnectorClient;
 use crate::botframework::inbound::VerifiedActivity;
@@ -265,11 +268,63 @@ pub struct Desk {
     runner: Arc<CaseRunner>,
     updater: Arc<CardUpdater>,
     tokens: Arc<DelegatedTokens>,
+    endpoint: Arc<ChannelEndpoint>,
     settings: DeskSettings,
 }
 
 /// How long an approval waits for its approver to finish signing in.
 const PENDING_SIGNIN_MS: i64 = 15 * 60 * 1000;
+
+/// The object id and display name of `user` as the audit records name them.
+fn matching_member(records: &[AuditRecord], user: &UserRef) -> Option<(Option<String>, Option<String>)> {
+    let wanted = user.to_string();
+    for record in records {
+        for member in &record.members {
+            let upn = member.upn.as_deref().map(str::to_ascii_lowercase);
+            let oid = member.user_object_id.as_deref().map(str::to_ascii_lowercase);
+            if upn.as_deref() == Some(wanted.as_str()) || oid.as_deref() == Some(wanted.as_str()) {
+                return Some((oid, member.display_name.clone()));
+            }
+        }
+        // The record's actor is the user: `UserKey` is their object id.
+        if record.user_id.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(&wanted)) {
+            return Some((record.user_key.as_deref().map(str::to_ascii_lowercase), None));
+        }
+    }
+    None
+}
+
+/// Every (chat, internal user) pair of `records`, minus pairs already removed; and the evidence.
+pub fn external_pairs(records: &[AuditRecord], removed: &HashSet<(String, String)>) -> (Vec<NewTarget>, Vec<String>) {
+    let mut seen = HashSet::new();
+    let mut targets = Vec::new();
+    let mut evidence = Vec::new();
+    for record in records {
+        let Some(chat) = &record.chat_thread_id else { continue };
+        let mut used = false;
+        for member in record.internal_members() {
+            let oid = member.user_object_id.as_deref().map(str::to_ascii_lowercase);
+            let upn = member.upn.as_deref().map(str::to_ascii_lowercase);
+            let Some(user) = oid.clone().or_else(|| upn.clone()) else { continue };
+            let done = |u: &Option<String>| u.as_ref().is_some_and(|u| removed.contains(&(chat.clone(), u.clone())));
+            if done(&oid) || done(&upn) || !seen.insert((chat.clone(), user)) {
+                continue;
+            }
+            used = true;
+            targets.push(NewTarget {
+                thread_id: Some(chat.clone()),
+                user_ref: upn.clone().or_else(|| oid.clone()).unwrap_or_default(),
+                user_oid: oid,
+                user_tenant_id: record.organization_id.clone(),
+                display_name: member.display_name.clone(),
+            });
+        }
+        if used {
+            evidence.push(record.id.clone());
+        }
+    }
+    (targets, evidence)
+}
 
 /// The key under which an activity is deduplicated: conversation and activity id.
 pub fn activity_key(activity: &Activity) -> Option<String> {
@@ -294,9 +349,10 @@ impl Desk {
         runner: Arc<CaseRunner>,
         updater: Arc<CardUpdater>,
         tokens: Arc<DelegatedTokens>,
+        endpoint: Arc<ChannelEndpoint>,
         settings: DeskSettings,
     ) -> Self {
-        Self { store, connector, runner, updater, tokens, settings }
+        Self { store, connector, runner, updater, tokens, endpoint, settings }
     }
 
     /// Checks tenant, team, channel and admin list; returns who is acting.
@@ -348,6 +404,7 @@ impl Desk {
     /// Handles a command from an authorised admin; replies in the thread.
     pub async fn on_command(&self, incoming: &VerifiedActivity, actor: Actor, command: Command) -> Result<(), StoreError> {
         let activity = incoming.activity();
+        self.endpoint.learn(incoming.service_url()).await;
         let tenant = self.tenant_for(activity);
         let new_case = |kind, reason: Option<String>, targets: Vec<NewTarget>| NewCase {
             kind,
@@ -372,20 +429,40 @@ impl Desk {
         };
         match command {
             Command::RemoveChat { thread, user, reason } => {
-                let case = new_case(CaseKind::RemoveChat, reason, vec![target(Some(thread.to_string()), &user)]);
+                let records = self.store.audit_for_chat_user(thread.as_str(), &user.to_string()).await?;
+                let mut removal = target(Some(thread.to_string()), &user);
+                if let Some(member) = matching_member(&records, &user) {
+                    removal.user_oid = removal.user_oid.or(member.0);
+                    removal.display_name = member.1;
+                }
+                let mut case = new_case(CaseKind::RemoveChat, reason, vec![removal]);
+                case.evidence = records.iter().map(|r| r.id.clone()).collect();
+                case.no_evidence = case.evidence.is_empty();
                 self.open_case(incoming, case).await
             }
             Command::RevokeSessions { user, reason } => {
                 let case = new_case(CaseKind::RevokeSessions, reason, vec![target(None, &user)]);
                 self.open_case(incoming, case).await
             }
-            Command::RemoveExternal { party, .. } => {
-                self.reply_text(
-                    incoming,
-                    format!("No chat with `{}` is in the audit index: nothing to remove.", cards::plain(&party.to_string())),
-                )
-                .await;
-                Ok(())
+            Command::RemoveExternal { party, reason } => {
+                let records = self.store.audit_for_party(&party.to_string()).await?;
+                let removed: HashSet<(String, String)> = self.store.removed_pairs().await?.into_iter().collect();
+                let (targets, evidence) = external_pairs(&records, &removed);
+                if targets.is_empty() {
+                    self.reply_text(
+                        incoming,
+                        format!(
+                            "No chat of ours with `{}` is in the audit index, or all of them were already removed: nothing to do.",
+                            cards::plain(&party.to_string())
+                        ),
+                    )
+                    .await;
+                    return Ok(());
+                }
+                let mut case = new_case(CaseKind::RemoveExternal, reason, targets);
+                case.evidence = evidence;
+                case.no_evidence = false;
+                self.open_case(incoming, case).await
             }
             Command::Status { case_id } => {
                 match self.store.case(&case_id).await? {
@@ -632,7 +709,7 @@ impl Desk {
         if original.kind == CaseKind::RevokeSessions || !original.state.is_final() {
             return Ok(ActionReply::Message("Sessions can be revoked once a removal has finished.".into()));
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let targets: Vec<NewTarget> = original
             .targets
             .iter()

@@ -14,6 +14,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::audit::detection::DetectionRules;
 use crate::botframework::service_url::HostAllowlist;
 
 /// How the process runs: production (`serve`) or local (`dev`).
@@ -95,6 +96,43 @@ pub const SETTINGS: &[Setting] = &[
         "token_mode",
         "how admins' Graph tokens are obtained: token_service or obo",
         Some("token_service"),
+        false,
+    ),
+    setting("CHATWARDEN_DETECTION", "detection", "raise alerts from audit records (true/false)", Some("true"), false),
+    setting(
+        "CHATWARDEN_DETECTION_OPERATIONS",
+        "detection_operations",
+        "audit operations that can raise an alert",
+        Some("MemberAdded,ChatCreated"),
+        false,
+    ),
+    setting("CHATWARDEN_PARTNER_TENANTS", "partner_tenants", "allow-listed partner tenant ids: never alerted on", None, false),
+    setting(
+        "CHATWARDEN_PARTNER_DOMAINS",
+        "partner_domains",
+        "allow-listed partner domains (and their subdomains): never alerted on",
+        None,
+        false,
+    ),
+    setting(
+        "CHATWARDEN_DETECT_UNAUTHENTICATED",
+        "detect_unauthenticated",
+        "alert on chats with unauthenticated users (true/false)",
+        Some("true"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_AUDIT_POLL_MINUTES",
+        "audit_poll_minutes",
+        "poll the Management Activity API every N minutes (0 = off)",
+        Some("0"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_AUDIT_LOOKBACK_HOURS",
+        "audit_lookback_hours",
+        "how far back the first audit poll looks (1 to 168)",
+        Some("24"),
         false,
     ),
     setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
@@ -253,6 +291,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How admins' delegated Graph tokens are obtained.
     pub token_mode: TokenMode,
+    /// Detection rules over audit records.
+    pub detection: DetectionRules,
+    /// Management Activity API poll interval; `None` = off.
+    pub audit_poll: Option<Duration>,
+    /// How far back the first audit poll looks.
+    pub audit_lookback: Duration,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.
@@ -381,11 +425,24 @@ impl Config {
             format!("CHATWARDEN_ALERT_SECRET         = {}", set(self.alert_secret.is_some())),
             format!("CHATWARDEN_MAX_BODY_BYTES       = {}", self.max_body_bytes),
             format!("CHATWARDEN_TOKEN_MODE           = {:?}", self.token_mode),
+            format!("CHATWARDEN_DETECTION            = {}", self.detection.enabled),
+            format!("CHATWARDEN_DETECTION_OPERATIONS = {}", self.detection.operations.join(",")),
+            format!("CHATWARDEN_PARTNER_TENANTS      = {}", sorted(&self.detection.allowed_tenants)),
+            format!("CHATWARDEN_PARTNER_DOMAINS      = {}", sorted(&self.detection.allowed_domains)),
+            format!("CHATWARDEN_DETECT_UNAUTHENTICATED = {}", self.detection.unauthenticated),
+            format!("CHATWARDEN_AUDIT_POLL_MINUTES   = {}", self.audit_poll.map_or(0, |d| d.as_secs() / 60)),
+            format!("CHATWARDEN_AUDIT_LOOKBACK_HOURS = {}", self.audit_lookback.as_secs() / 3600),
             format!("CHATWARDEN_CASE_TTL_HOURS       = {}", self.case_ttl.as_secs() / 3600),
             format!("CHATWARDEN_REQUIRE_SECOND_APPROVER = {}", self.require_second_approver),
         ]);
         lines.join("\n")
     }
+}
+
+fn sorted(set: &std::collections::HashSet<String>) -> String {
+    let mut items: Vec<&str> = set.iter().map(String::as_str).collect();
+    items.sort_unstable();
+    items.join(",")
 }
 
 fn read_file(raw: &mut RawSettings, text: &str) {
@@ -463,6 +520,18 @@ fn is_guid(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     parts.len() == 5 && parts.iter().zip(lens).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn parse_bool(raw: &mut RawSettings, env: &'static str, default: bool) -> bool {
+    match raw.get(env).map(|v| v.trim().to_ascii_lowercase()) {
+        None => default,
+        Some(v) if v == "true" => true,
+        Some(v) if v == "false" => false,
+        Some(v) => {
+            raw.problem(env, format!("`{v}` must be true or false"));
+            default
+        }
+    }
 }
 
 fn require(raw: &mut RawSettings, mode: Mode, env: &'static str) -> Option<String> {
@@ -618,6 +687,52 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     };
 
+    let detection_enabled = parse_bool(&mut raw, "CHATWARDEN_DETECTION", true);
+    let detect_unauthenticated = parse_bool(&mut raw, "CHATWARDEN_DETECT_UNAUTHENTICATED", true);
+    let operations: Vec<String> = value_or_default(&raw, "CHATWARDEN_DETECTION_OPERATIONS")
+        .split(',')
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    let list = |raw: &RawSettings, env: &str| -> Vec<String> {
+        raw.get(env).unwrap_or("").split(',').map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty()).collect()
+    };
+    let partner_tenants = list(&raw, "CHATWARDEN_PARTNER_TENANTS");
+    let partner_domains = list(&raw, "CHATWARDEN_PARTNER_DOMAINS");
+    for tenant in partner_tenants.iter().filter(|t| !is_guid(t)) {
+        raw.problem("CHATWARDEN_PARTNER_TENANTS", format!("`{tenant}` is not a tenant id (GUID)"));
+    }
+    for domain in partner_domains.iter().filter(|d| !d.contains('.') || d.contains('/') || d.contains('@')) {
+        raw.problem("CHATWARDEN_PARTNER_DOMAINS", format!("`{domain}` is not a domain"));
+    }
+    let detection = DetectionRules {
+        enabled: detection_enabled,
+        operations,
+        allowed_tenants: partner_tenants.into_iter().collect(),
+        allowed_domains: partner_domains.into_iter().collect(),
+        unauthenticated: detect_unauthenticated,
+    };
+    let poll_text = value_or_default(&raw, "CHATWARDEN_AUDIT_POLL_MINUTES").trim().to_owned();
+    let audit_poll = match poll_text.parse::<u64>() {
+        Ok(0) => None,
+        Ok(minutes) if minutes <= 24 * 60 => Some(Duration::from_secs(minutes * 60)),
+        _ => {
+            raw.problem("CHATWARDEN_AUDIT_POLL_MINUTES", format!("`{poll_text}` must be a number of minutes from 0 (off) to 1440"));
+            None
+        }
+    };
+    if audit_poll.is_some() && app.is_none() {
+        raw.problem("CHATWARDEN_AUDIT_POLL_MINUTES", "polling needs the MICROSOFT_APP_* registration (for the Management API token)");
+    }
+    let lookback_text = value_or_default(&raw, "CHATWARDEN_AUDIT_LOOKBACK_HOURS").trim().to_owned();
+    let audit_lookback = match lookback_text.parse::<u64>() {
+        Ok(hours) if (1..=168).contains(&hours) => Duration::from_secs(hours * 3600),
+        _ => {
+            raw.problem("CHATWARDEN_AUDIT_LOOKBACK_HOURS", format!("`{lookback_text}` must be a number of hours from 1 to 168"));
+            Duration::from_secs(24 * 3600)
+        }
+    };
+
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
     let (Some(bind), Some(openid_metadata), Some(login), Some(token_service), Some(graph), Some(management)) =
@@ -646,6 +761,9 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         alert_secret,
         max_body_bytes,
         token_mode,
+        detection,
+        audit_poll,
+        audit_lookback,
         case_ttl,
         require_second_approver,
         execution: ExecutionPolicy::default(),

@@ -29,6 +29,15 @@ pub enum ApiError {
     /// Inbound authentication failed.
     #[error("request rejected: {}", .0.code())]
     Auth(AuthRejection),
+    /// The alert signature is missing or wrong.
+    #[error("request rejected: {0}")]
+    Signature(crate::audit::signature::SignatureError),
+    /// An audit record in the body is not valid.
+    #[error("{0}")]
+    InvalidRecord(String),
+    /// Well-formed, but not acceptable (e.g. records of another tenant).
+    #[error("{0}")]
+    Unprocessable(String),
     /// Method not allowed on this path; holds the allowed method.
     #[error("method not allowed (use {0})")]
     MethodNotAllowed(&'static str),
@@ -48,6 +57,10 @@ impl ApiError {
             ApiError::BadBody => "bad_body",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Auth(reason) => reason.code(),
+            ApiError::Signature(crate::audit::signature::SignatureError::Missing) => "missing_signature",
+            ApiError::Signature(_) => "bad_signature",
+            ApiError::InvalidRecord(_) => "invalid_record",
+            ApiError::Unprocessable(_) => "unprocessable",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::Internal => "internal",
@@ -62,6 +75,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Auth(reason) => reason.status(),
+            ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidRecord(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,7 +88,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let message = match self {
             ApiError::Auth(AuthRejection::KeysUnavailable) => "authentication keys are not available yet; retry later".to_owned(),
-            ApiError::Auth(_) => "unauthorized".to_owned(),
+            ApiError::Auth(_) | ApiError::Signature(_) => "unauthorized".to_owned(),
             other => other.to_string(),
         };
         let mut response = HttpResponse::build(status);

@@ -4,7 +4,9 @@
 //! See ARCHITECTURE.md for the module map and the invariants.
 
 pub mod actions;
+pub mod alerts;
 pub mod approvals;
+pub mod audit;
 pub mod bot;
 pub mod botframework;
 pub mod cards;

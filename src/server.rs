@@ -8,8 +8,16 @@ use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _, web};
 use serde_json::json;
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use actix_web::HttpRequest;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::Value;
+
+use crate::alerts::AlertDesk;
+use crate::audit::record::AuditRecord;
+use crate::audit::signature::{self, SIGNATURE_HEADER};
 use crate::bot::{Bot, BotResponse};
 use crate::botframework::inbound::{InboundAuth, InboundGate, VerifiedActivity};
+use crate::botframework::inbound::{read_body, refuse_declared_oversize};
 use crate::http_error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -25,6 +33,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The database.
     pub store: web::Data<Store>,
+    /// Signed alert intake.
+    pub alerts: web::Data<AlertIntake>,
+}
+
+/// `/api/alerts`: the HMAC secret and where records go.
+pub struct AlertIntake {
+    /// The HMAC key; alerts are disabled (404) without it.
+    pub secret: Option<SecretString>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Where records go.
+    pub desk: Arc<AlertDesk>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Registers every route on an actix-web app (the same function in production and tests).
@@ -33,11 +55,18 @@ pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone +
     let bot = state.bot.clone();
     let metrics = web::Data::from(Arc::clone(&state.metrics));
     let store = state.store.clone();
+    let alerts = state.alerts.clone();
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(gate.clone())
             .app_data(bot.clone())
             .app_data(metrics.clone())
             .app_data(store.clone())
+            .app_data(alerts.clone())
+            .service(
+                web::resource("/api/alerts")
+                    .route(web::post().to(alerts_endpoint))
+                    .default_service(web::to(|| async { not_allowed("POST") })),
+            )
             .service(
                 web::resource("/api/messages").route(web::post().to(messages)).default_service(web::to(|| async { not_allowed("POST") })),
             )
@@ -91,6 +120,42 @@ async fn messages(activity: VerifiedActivity, bot: web::Data<Bot>) -> HttpRespon
         }
         BotResponse::Failed => ApiError::Internal.error_response(),
     }
+}
+
+async fn alerts_endpoint(req: HttpRequest, mut payload: web::Payload, intake: web::Data<AlertIntake>) -> Result<HttpResponse, ApiError> {
+    let Some(secret) = &intake.secret else { return Err(ApiError::NotFound) };
+    refuse_declared_oversize(&req, intake.max_body_bytes)?;
+    let body = read_body(&mut payload, intake.max_body_bytes).await?;
+    let header = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(err) = signature::verify(secret.expose_secret().as_bytes(), &body, header) {
+        intake.metrics.inc("chatwarden_alert_requests_total", &[("result", "bad_signature")]);
+        tracing::warn!(reason = %err, "refused an alert push");
+        return Err(ApiError::Signature(err));
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadJson(format!("malformed JSON at line {} column {}", e.line(), e.column())))?;
+    let items = match value {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => return Err(ApiError::InvalidRecord("the body must be one audit record or an array of them".into())),
+    };
+    let mut records = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let record = AuditRecord::parse(item).map_err(|e| ApiError::InvalidRecord(format!("record {index}: {e}")))?;
+        records.push(record);
+    }
+    if let Some(tenant) = intake.desk.tenant_id() {
+        if let Some(index) = records.iter().position(|r| !r.organization_id.eq_ignore_ascii_case(tenant)) {
+            intake.metrics.inc("chatwarden_alert_requests_total", &[("result", "other_tenant")]);
+            return Err(ApiError::Unprocessable(format!("record {index} belongs to another tenant; nothing was stored")));
+        }
+    }
+    let report = intake.desk.ingest(records, "push").await.map_err(|err| {
+        tracing::error!(error = %err, "could not ingest pushed audit records");
+        ApiError::Internal
+    })?;
+    intake.metrics.inc("chatwarden_alert_requests_total", &[("result", "accepted")]);
+    Ok(HttpResponse::Accepted().json(json!({"received": report.received, "stored": report.stored, "cases": report.cases})))
 }
 
 async fn healthz() -> HttpResponse {

@@ -26,13 +26,19 @@ use std::time::Duration;
 use url::Url;
 
 use crate::actions::GraphExecutor;
+use crate::alerts::{AlertDesk, AlertSettings, ChannelEndpoint};
+use crate::audit::poller::{ManagementPoller, PollSettings};
 use crate::config::{RetryPolicy, TokenMode};
 use crate::execution::{CaseExecutor, CaseRunner};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
+use crate::server::AlertIntake;
 use crate::server::{AppState, build_app};
 use crate::store::Store;
 use crate::tokens::{DelegatedTokens, TokenSource};
+
+/// Scope of the app token for the Office 365 Management Activity API.
+pub const MANAGEMENT_SCOPE: &str = "https://manage.office.com/.default";
 
 /// Parts that tests (and later integrations) may replace.
 #[derive(Default)]
@@ -135,11 +141,50 @@ impl Application {
         let runner_id = overrides.runner_id.unwrap_or_else(|| format!("runner-{:016x}", fastrand::u64(..)));
         let runner = Arc::new(CaseRunner::new(store.clone(), executor, updater.clone(), runner_id, config.execution.lease));
         background.push(runner.spawn_sweeper(config.execution.sweep_interval));
+        let endpoint = Arc::new(ChannelEndpoint::new(config.service_url.as_ref().map(Url::to_string), store.clone(), allowlist.clone()));
+        let alert_settings = AlertSettings {
+            tenant_id: config.app.as_ref().map(|a| a.tenant_id.clone()),
+            channel_id: config.security.channel_id.clone(),
+            case_ttl: config.case_ttl,
+            rules: config.detection.clone(),
+        };
+        let alert_desk =
+            Arc::new(AlertDesk::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics)));
+        if let (Some(interval), Some(app)) = (config.audit_poll, &config.app) {
+            let tokens = BotTokenProvider::client_credentials_for(
+                app,
+                &config.endpoints.login,
+                MANAGEMENT_SCOPE,
+                config.retry,
+                Arc::clone(&metrics),
+            );
+            let settings = PollSettings {
+                base: config.endpoints.management.clone(),
+                tenant_id: app.tenant_id.clone(),
+                interval,
+                lookback: config.audit_lookback,
+            };
+            let poller = Arc::new(ManagementPoller::new(
+                settings,
+                tokens,
+                store.clone(),
+                Arc::clone(&alert_desk),
+                config.retry,
+                Arc::clone(&metrics),
+            ));
+            background.push(poller.spawn());
+        }
         let settings = desk_settings(&config);
-        let desk = Desk::new(store.clone(), connector, runner, updater, delegated, settings);
+        let desk = Desk::new(store.clone(), connector, runner, updater, delegated, endpoint, settings);
         let gate = web::Data::new(InboundGate { auth, allowlist, max_body_bytes: config.max_body_bytes, metrics: Arc::clone(&metrics) });
         let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics)));
-        let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store) };
+        let alerts = web::Data::new(AlertIntake {
+            secret: config.alert_secret.clone(),
+            max_body_bytes: config.max_body_bytes,
+            desk: alert_desk,
+            metrics: Arc::clone(&metrics),
+        });
+        let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store), alerts };
 
         let bind = effective_bind(&config);
         let listener = TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;

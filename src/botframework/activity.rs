@@ -303,6 +303,21 @@ impl OutgoingActivity {
         }
     }
 
+    /// A message that is only a card (the first message of a new thread).
+    pub fn card_message(card: Value) -> Self {
+        Self {
+            kind: "message",
+            id: None,
+            text: None,
+            text_format: None,
+            attachments: vec![Attachment { content_type: "application/vnd.microsoft.card.adaptive".into(), content: card }],
+            reply_to_id: None,
+            from: None,
+            conversation: None,
+            recipient: None,
+        }
+    }
+
     /// A new markdown message in `conversation_id` (in a channel thread when the id names one).
     pub fn message(conversation_id: &str, text: impl Into<String>) -> Self {
         Self {

@@ -86,14 +86,20 @@ struct ClientCredentials {
     token_url: Url,
     app_id: String,
     password: SecretString,
+    scope: String,
     retry: RetryPolicy,
     cache: moka::future::Cache<(), Arc<CachedToken>>,
     metrics: Arc<Metrics>,
 }
 
 impl BotTokenProvider {
-    /// Client-credentials provider for a registered bot.
+    /// Client-credentials provider for a registered bot (scope `https://api.botframework.com/.default`).
     pub fn client_credentials(app: &AppCredentials, login: &Url, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        Self::client_credentials_for(app, login, BOT_FRAMEWORK_SCOPE, retry, metrics)
+    }
+
+    /// Client-credentials provider for the app's token to another resource (`scope`).
+    pub fn client_credentials_for(app: &AppCredentials, login: &Url, scope: &str, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
         let base = login.as_str().trim_end_matches('/');
         let token_url = Url::parse(&format!("{base}/{}/oauth2/v2.0/token", super::service_url::encode_component(&app.tenant_id)))
             .unwrap_or_else(|_| login.clone());
@@ -103,6 +109,7 @@ impl BotTokenProvider {
                 token_url,
                 app_id: app.app_id.clone(),
                 password: app.password.clone(),
+                scope: scope.to_owned(),
                 retry,
                 cache: moka::future::Cache::builder().max_capacity(1).expire_after(UntilExpiry).build(),
                 metrics,
@@ -139,7 +146,7 @@ impl ClientCredentials {
             ("grant_type", "client_credentials"),
             ("client_id", self.app_id.as_str()),
             ("client_secret", self.password.expose_secret()),
-            ("scope", BOT_FRAMEWORK_SCOPE),
+            ("scope", self.scope.as_str()),
         ];
         let statuses =
             [StatusCode::TOO_MANY_REQUESTS, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE, StatusCode::GATEWAY_TIMEOUT];

@@ -122,14 +122,7 @@ impl FromRequest for VerifiedActivity {
                 tracing::error!("InboundGate is not registered as app data");
                 ApiError::Internal
             })?;
-            let declared = req
-                .headers()
-                .get(actix_web::http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
-            if declared.is_some_and(|len| len > gate.max_body_bytes) {
-                return Err(ApiError::PayloadTooLarge(gate.max_body_bytes));
-            }
+            refuse_declared_oversize(&req, gate.max_body_bytes)?;
             let token = gate.authenticate(&req).await?;
             let body = read_body(&mut payload, gate.max_body_bytes).await?;
             gate.admit(&req, token, &body)
@@ -137,7 +130,21 @@ impl FromRequest for VerifiedActivity {
     }
 }
 
-async fn read_body(payload: &mut Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+/// Refuses a request whose declared `Content-Length` exceeds `limit`, before reading it.
+pub fn refuse_declared_oversize(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    let declared =
+        req.headers().get(actix_web::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    Ok(())
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond it).
+pub async fn read_body<S>(payload: &mut S, limit: usize) -> Result<web::BytesMut, ApiError>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
+{
     use futures_util::StreamExt as _;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {

@@ -3,6 +3,7 @@
 //! migrations folder (`migrations/sqlite`, `migrations/postgres`) because DDL differs slightly.
 //! Times are stored as Unix milliseconds (BIGINT) so no query depends on a backend's time type.
 
+mod audit;
 mod cases;
 
 pub use cases::{Created, DecisionOutcome};

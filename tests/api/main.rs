@@ -1,6 +1,7 @@
 //! Integration tests: the real application on a random port against local fake servers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod audit;
 mod auth;
 mod cards;
 mod cases;

@@ -1,0 +1,207 @@
+//! Alerts: audit records in (pushed or polled), stored once, run through the detection rules;
+//! each finding opens one case per (chat, user) and posts its approval card into the security
+//! channel as a new thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::RwLock;
+
+use crate::audit::detection::{DetectionRules, Finding};
+use crate::audit::record::AuditRecord;
+use crate::botframework::activity::OutgoingActivity;
+use crate::botframework::connector::{ConnectorClient, NewChannelThread};
+use crate::botframework::service_url::{AllowedServiceUrl, HostAllowlist};
+use crate::cards;
+use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, NewCase, NewTarget, now_ms};
+use crate::metrics::Metrics;
+use crate::store::{Created, Store, StoreError};
+
+/// Settings key of the service URL learned from the security channel's traffic.
+const LEARNED_SERVICE_URL: &str = "security_channel_service_url";
+
+/// The Bot Connector endpoint of the security channel: `CHATWARDEN_SERVICE_URL`, else the one
+/// learned from the channel's own (authenticated) traffic, kept in the database.
+pub struct ChannelEndpoint {
+    fixed: Option<String>,
+    learned: RwLock<Option<String>>,
+    store: Store,
+    allowlist: HostAllowlist,
+}
+
+impl ChannelEndpoint {
+    /// An endpoint that prefers `fixed` and only ever answers allowlisted URLs.
+    pub fn new(fixed: Option<String>, store: Store, allowlist: HostAllowlist) -> Self {
+        Self { fixed, learned: RwLock::new(None), store, allowlist }
+    }
+
+    /// Remembers the service URL of an authenticated activity from the security channel.
+    pub async fn learn(&self, url: &AllowedServiceUrl) {
+        let text = url.as_url().to_string();
+        if self.learned.read().await.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        *self.learned.write().await = Some(text.clone());
+        if let Err(err) = self.store.set_setting(LEARNED_SERVICE_URL, &text, now_ms()).await {
+            tracing::error!(error = %err, "could not store the security channel's service URL");
+        }
+    }
+
+    /// The URL to post to, if one is known.
+    pub async fn current(&self) -> Option<AllowedServiceUrl> {
+        let candidate = match &self.fixed {
+            Some(fixed) => Some(fixed.clone()),
+            None => match self.learned.read().await.clone() {
+                Some(url) => Some(url),
+                None => self.store.setting(LEARNED_SERVICE_URL).await.ok().flatten(),
+            },
+        };
+        candidate.and_then(|url| self.allowlist.check(&url).ok())
+    }
+}
+
+/// Where and how alerts become cases.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// Our tenant: records of any other tenant are refused (`None` in local mode).
+    pub tenant_id: Option<String>,
+    /// The security channel the cards go to.
+    pub channel_id: Option<String>,
+    /// How long an alert case waits for a decision.
+    pub case_ttl: Duration,
+    /// The detection rules.
+    pub rules: DetectionRules,
+}
+
+/// What an ingestion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Records received.
+    pub received: usize,
+    /// Records new to the index.
+    pub stored: usize,
+    /// Cases opened.
+    pub cases: Vec<String>,
+}
+
+/// The requester of alert cases.
+pub fn detection_actor() -> Actor {
+    Actor { oid: "chatwarden-detection".into(), name: "chatwarden detection".into(), user_id: String::new() }
+}
+
+/// Turns audit records into alert cases and cards.
+pub struct AlertDesk {
+    store: Store,
+    connector: Arc<ConnectorClient>,
+    endpoint: Arc<ChannelEndpoint>,
+    settings: AlertSettings,
+    metrics: Arc<Metrics>,
+}
+
+fn finding_reason(record: &AuditRecord, finding: &Finding) -> String {
+    let when = record.created_at.map(cards::timestamp).unwrap_or_else(|| "an unknown time".into());
+    let by = record.user_id.as_deref().unwrap_or("someone");
+    format!("{} at {when} by {by}: chat with {}", record.operation.as_str(), finding.external.describe())
+}
+
+impl AlertDesk {
+    /// An alert desk posting through `connector` to `endpoint`.
+    pub fn new(
+        store: Store,
+        connector: Arc<ConnectorClient>,
+        endpoint: Arc<ChannelEndpoint>,
+        settings: AlertSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { store, connector, endpoint, settings, metrics }
+    }
+
+    /// Our tenant, when records must belong to it.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.settings.tenant_id.as_deref()
+    }
+
+    /// Stores the records (once each) and opens one case per new (chat, user) finding.
+    pub async fn ingest(&self, records: Vec<AuditRecord>, source: &'static str) -> Result<IngestReport, StoreError> {
+        let mut report = IngestReport { received: records.len(), ..IngestReport::default() };
+        for record in records {
+            if self.store.insert_audit(&record, now_ms()).await? {
+                report.stored += 1;
+                self.metrics.inc("chatwarden_audit_records_total", &[("source", source), ("result", "stored")]);
+            } else {
+                self.metrics.inc("chatwarden_audit_records_total", &[("source", source), ("result", "duplicate")]);
+            }
+            // Findings are evaluated even for known records: the (chat, user) key keeps cases
+            // unique, and a crash between storing and opening cannot lose an alert.
+            for finding in self.settings.rules.evaluate(&record) {
+                if let Some(case) = self.open_alert_case(&record, &finding).await? {
+                    report.cases.push(case.id.clone());
+                    self.post_card(&case).await;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn open_alert_case(&self, record: &AuditRecord, finding: &Finding) -> Result<Option<Case>, StoreError> {
+        let member = &finding.member;
+        let user_ref = member.upn.clone().or_else(|| member.user_object_id.clone()).unwrap_or_default().to_ascii_lowercase();
+        let key = format!("alert|{}|{user_ref}", finding.chat_thread_id);
+        let new_case = NewCase {
+            kind: CaseKind::RemoveChat,
+            source: CaseSource::Alert,
+            tenant_id: record.organization_id.clone(),
+            requester: detection_actor(),
+            reason: Some(finding_reason(record, finding)),
+            targets: vec![NewTarget {
+                thread_id: Some(finding.chat_thread_id.clone()),
+                user_ref,
+                user_oid: member.user_object_id.as_ref().map(|o| o.to_ascii_lowercase()),
+                user_tenant_id: record.organization_id.clone(),
+                display_name: member.display_name.clone(),
+            }],
+            evidence: vec![record.id.clone()],
+            no_evidence: false,
+            ttl_ms: self.settings.case_ttl.as_millis() as i64,
+        };
+        match self.store.create_case(&new_case, Some(&key), now_ms()).await? {
+            Created::New(case) => {
+                tracing::info!(case.id = %case.id, "alert case opened");
+                self.metrics.inc("chatwarden_alert_cases_total", &[("result", "opened")]);
+                Ok(Some(*case))
+            }
+            Created::Duplicate(_) => {
+                self.metrics.inc("chatwarden_alert_cases_total", &[("result", "duplicate")]);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn post_card(&self, case: &Case) {
+        let (Some(service_url), Some(channel)) = (self.endpoint.current().await, self.settings.channel_id.as_deref()) else {
+            tracing::warn!(case.id = %case.id, "no service URL or security channel known yet: the alert card could not be posted");
+            let _ = self
+                .store
+                .record_event(Some(&case.id), None, "card_failed", Some("no security channel endpoint known yet"), now_ms())
+                .await;
+            return;
+        };
+        let tenant = self.settings.tenant_id.clone().unwrap_or_else(|| case.tenant_id.clone());
+        let activity = OutgoingActivity::card_message(cards::approval_card(case));
+        match self.connector.create_channel_thread(&service_url, &NewChannelThread::new(channel, &tenant, &activity)).await {
+            Ok(created) => match (created.id, created.activity_id) {
+                (Some(conversation_id), Some(activity_id)) => {
+                    let card = CardRef { service_url: service_url.as_url().to_string(), conversation_id, activity_id };
+                    if let Err(err) = self.store.set_card(&case.id, &card, now_ms()).await {
+                        tracing::error!(case.id = %case.id, error = %err, "could not store where the alert card is");
+                    }
+                }
+                _ => tracing::warn!(case.id = %case.id, "the Connector returned no ids for the alert card; it cannot be updated"),
+            },
+            Err(err) => {
+                tracing::error!(case.id = %case.id, error = %err, "could not post the alert card");
+                let _ = self.store.record_event(Some(&case.id), None, "card_failed", Some("could not post the alert card"), now_ms()).await;
+            }
+        }
+    }
+}
