@@ -1,4 +1,4 @@
-//! Command-line interface: `serve`, `dev`, `check-config`, `history`.
+//! Command-line interface: `serve`, `dev`, `check-config`, `manifest`, `history`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,12 @@ pub enum CliCommand {
         /// Check the configuration for `dev` instead of `serve`.
         #[arg(long)]
         dev: bool,
+    },
+    /// Build the Teams app package (needs MICROSOFT_APP_ID and CHATWARDEN_PUBLIC_HOST).
+    Manifest {
+        /// Where to write the zip.
+        #[arg(long, value_name = "FILE", default_value = "chatwarden.zip")]
+        out: PathBuf,
     },
     /// Print the case history from the database (the same history as `/history` and `/status`).
     History {
@@ -81,6 +87,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Err(code) => code,
             }
         }
+        CliCommand::Manifest { out } => match load(Mode::Dev, cli.config.as_deref()) {
+            Ok(config) => build_manifest(&config, &out),
+            Err(code) => code,
+        },
         CliCommand::History { limit, case } => match load(Mode::Dev, cli.config.as_deref()) {
             Ok(config) => history(&config, limit, case.as_deref()).await,
             Err(code) => code,
@@ -99,6 +109,32 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             Err(code) => code,
         },
+    }
+}
+
+fn build_manifest(config: &Config, out: &Path) -> ExitCode {
+    let mut missing = Vec::new();
+    if config.app.is_none() {
+        missing.push("MICROSOFT_APP_ID: is required to build the Teams app package");
+    }
+    if config.public_host.is_none() {
+        missing.push("CHATWARDEN_PUBLIC_HOST: is required to build the Teams app package");
+    }
+    let (Some(app), Some(host)) = (&config.app, &config.public_host) else {
+        for line in missing {
+            eprintln!("{line}");
+        }
+        return ExitCode::from(2);
+    };
+    match crate::manifest::write_package(out, &app.app_id, host, env!("CARGO_PKG_VERSION")) {
+        Ok(()) => {
+            let _ = writeln!(std::io::stdout(), "wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

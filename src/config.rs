@@ -77,6 +77,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("CHATWARDEN_GRAPH_URL", "graph_url", "Microsoft Graph", Some("https://graph.microsoft.com"), false),
     setting("CHATWARDEN_MANAGEMENT_URL", "management_url", "Office 365 Management Activity API", Some("https://manage.office.com"), false),
     setting("CHATWARDEN_SERVICE_URL", "service_url", "Bot Connector for proactive posts (else learned from traffic)", None, false),
+    setting("CHATWARDEN_PUBLIC_HOST", "public_host", "host name where chatwarden is reached (Teams app package)", None, false),
     setting(
         "CHATWARDEN_SERVICE_URL_ALLOWLIST",
         "service_url_allowlist",
@@ -279,6 +280,8 @@ pub struct Config {
     pub service_url: Option<Url>,
     /// Hosts the bot may send its token to.
     pub service_url_allowlist: HostAllowlist,
+    /// Host name where chatwarden is reached (for the Teams app package).
+    pub public_host: Option<String>,
     /// OAuth connection name for admin sign-in.
     pub oauth_connection: String,
     /// Security team, channel and admins.
@@ -416,6 +419,7 @@ impl Config {
                 "CHATWARDEN_SERVICE_URL          = {}",
                 self.service_url.as_ref().map_or("(learned from traffic)".into(), Url::to_string)
             ),
+            format!("CHATWARDEN_PUBLIC_HOST          = {}", opt(&self.public_host)),
             format!("CHATWARDEN_SERVICE_URL_ALLOWLIST = {}", self.service_url_allowlist),
             format!("CHATWARDEN_OAUTH_CONNECTION     = {}", self.oauth_connection),
             format!("CHATWARDEN_SECURITY_TEAM_ID     = {}", opt(&self.security.team_id)),
@@ -620,6 +624,14 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let public_host = raw.get("CHATWARDEN_PUBLIC_HOST").map(|h| h.trim().to_ascii_lowercase());
+    if let Some(host) = &public_host {
+        let valid =
+            host.contains('.') && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !valid {
+            raw.problem("CHATWARDEN_PUBLIC_HOST", format!("`{host}` is not a host name (no scheme, port or path)"));
+        }
+    }
     let oauth_connection = value_or_default(&raw, "CHATWARDEN_OAUTH_CONNECTION").trim().to_owned();
     if oauth_connection.is_empty() {
         raw.problem("CHATWARDEN_OAUTH_CONNECTION", "must not be empty");
@@ -755,6 +767,7 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         endpoints: Endpoints { openid_metadata, login, token_service, graph, management },
         service_url,
         service_url_allowlist: allowlist,
+        public_host,
         oauth_connection,
         security: SecurityScope { team_id, channel_id, admins },
         database_url: SecretString::from(database_url),
@@ -910,6 +923,30 @@ mod tests {
             assert!(!text.contains("dbpass-xyz"), "{text}");
         }
         assert!(config.redacted().contains("MICROSOFT_APP_PASSWORD          = [redacted]"));
+    }
+
+    #[test]
+    fn every_setting_the_code_reads_is_declared_and_documented() {
+        let source = include_str!("config.rs");
+        let readme = include_str!("../README.md");
+        let mut names: Vec<&str> = Vec::new();
+        for prefix in ["\"CHATWARDEN_", "\"MICROSOFT_APP_"] {
+            for (start, _) in source.match_indices(prefix) {
+                let rest = &source[start + 1..];
+                let end = rest.find('"').unwrap();
+                let name = &rest[..end];
+                if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') && !name.ends_with('_') {
+                    names.push(name);
+                }
+            }
+        }
+        assert!(names.len() > 20);
+        for name in names {
+            assert!(SETTINGS.iter().any(|s| s.env == name), "{name} is read but not in SETTINGS");
+        }
+        for setting in SETTINGS {
+            assert!(readme.contains(&format!("`{}`", setting.env)), "{} is not documented in README.md", setting.env);
+        }
     }
 
     #[test]

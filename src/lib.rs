@@ -17,6 +17,7 @@ pub mod config;
 pub mod execution;
 pub mod graph;
 pub mod http_error;
+pub mod manifest;
 pub mod metrics;
 pub mod outbound;
 pub mod server;

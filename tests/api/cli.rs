@@ -118,3 +118,26 @@ async fn history_prints_the_cases_and_one_case_with_its_events() {
     let missing = chatwarden().args(["history", "--case", "CW-00000"]).env("CHATWARDEN_DATABASE_URL", &url).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[test]
+fn manifest_builds_the_teams_app_package_from_the_configuration() {
+    let out = std::env::temp_dir().join(format!("chatwarden-{}.zip", std::process::id()));
+    let output = chatwarden()
+        .args(["manifest", "--out", out.to_str().unwrap()])
+        .envs([("MICROSOFT_APP_ID", APP_ID), ("MICROSOFT_APP_PASSWORD", APP_PASSWORD), ("MICROSOFT_APP_TENANT_ID", TENANT_ID)])
+        .env("CHATWARDEN_PUBLIC_HOST", "chatwarden.contoso.com")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    assert_eq!(names, ["manifest.json", "color.png", "outline.png"]);
+    let manifest: serde_json::Value = serde_json::from_reader(zip.by_name("manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest["id"], APP_ID);
+    assert!(manifest["validDomains"].as_array().unwrap().contains(&serde_json::json!("chatwarden.contoso.com")));
+
+    let missing = chatwarden().args(["manifest", "--out", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8(missing.stderr).unwrap();
+    assert!(stderr.contains("MICROSOFT_APP_ID: is required") && stderr.contains("CHATWARDEN_PUBLIC_HOST: is required"), "{stderr}");
+}
