@@ -25,6 +25,7 @@ const LEARNED_SERVICE_URL: &str = "security_channel_service_url";
 pub struct ChannelEndpoint {
     fixed: Option<String>,
     learned: RwLock<Option<String>>,
+    learned_channel: RwLock<Option<String>>,
     store: Store,
     allowlist: HostAllowlist,
 }
@@ -32,11 +33,22 @@ pub struct ChannelEndpoint {
 impl ChannelEndpoint {
     /// An endpoint that prefers `fixed` and only ever answers allowlisted URLs.
     pub fn new(fixed: Option<String>, store: Store, allowlist: HostAllowlist) -> Self {
-        Self { fixed, learned: RwLock::new(None), store, allowlist }
+        Self { fixed, learned: RwLock::new(None), learned_channel: RwLock::new(None), store, allowlist }
     }
 
-    /// Remembers the service URL of an authenticated activity from the security channel.
-    pub async fn learn(&self, url: &AllowedServiceUrl) {
+    /// The channel id last seen in the security channel's traffic (used when none is configured,
+    /// i.e. in local mode).
+    pub async fn learned_channel(&self) -> Option<String> {
+        self.learned_channel.read().await.clone()
+    }
+
+    /// Remembers the service URL (and channel) of an authenticated activity from the security channel.
+    pub async fn learn(&self, url: &AllowedServiceUrl, channel: Option<&str>) {
+        if let Some(channel) = channel {
+            if self.learned_channel.read().await.as_deref() != Some(channel) {
+                *self.learned_channel.write().await = Some(channel.to_owned());
+            }
+        }
         let text = url.as_url().to_string();
         if self.learned.read().await.as_deref() == Some(text.as_str()) {
             return;
@@ -178,7 +190,11 @@ impl AlertDesk {
     }
 
     async fn post_card(&self, case: &Case) {
-        let (Some(service_url), Some(channel)) = (self.endpoint.current().await, self.settings.channel_id.as_deref()) else {
+        let channel = match &self.settings.channel_id {
+            Some(channel) => Some(channel.clone()),
+            None => self.endpoint.learned_channel().await,
+        };
+        let (Some(service_url), Some(channel)) = (self.endpoint.current().await, channel.as_deref()) else {
             tracing::warn!(case.id = %case.id, "no service URL or security channel known yet: the alert card could not be posted");
             let _ = self
                 .store

@@ -404,7 +404,7 @@ impl Desk {
     /// Handles a command from an authorised admin; replies in the thread.
     pub async fn on_command(&self, incoming: &VerifiedActivity, actor: Actor, command: Command) -> Result<(), StoreError> {
         let activity = incoming.activity();
-        self.endpoint.learn(incoming.service_url()).await;
+        self.endpoint.learn(incoming.service_url(), channel_of(activity)).await;
         let tenant = self.tenant_for(activity);
         let new_case = |kind, reason: Option<String>, targets: Vec<NewTarget>| NewCase {
             kind,

@@ -18,29 +18,46 @@ pub const ACTION_MARKER: &str = "chatwarden";
 /// Longest piece of user-supplied text shown on a card.
 const MAX_FIELD_CHARS: usize = 300;
 
-/// Makes untrusted text safe for a card: no control characters or line breaks, markdown
-/// punctuation escaped, and cut to a reasonable length.
+/// Zero-width space: breaks markdown syntax without changing what a person reads.
+const BREAK: char = '\u{200B}';
+
+/// Makes untrusted text safe for a card: no control characters or line breaks, no markdown that
+/// could format it or turn it into a link, and cut to a reasonable length. Emphasis and code
+/// markers become look-alike characters (`*` -> `∗`, `` ` `` -> `ˋ`, `~` -> `∼`; `_` is left alone:
+/// it can only italicise, and it is common in user names); brackets, angle brackets, `://` and leading list or heading markers are
+/// followed by a zero-width space, so `[x](https://evil)` or `**x**` stay visible plain text in
+/// every renderer (backslash escapes are not understood everywhere).
 pub fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for (i, c) in text.chars().enumerate() {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
         if i >= MAX_FIELD_CHARS {
             out.push('…');
             break;
         }
+        let at_start = out.trim().is_empty();
         match c {
             c if c.is_control() => out.push(' '),
-            '\\' | '*' | '_' | '[' | ']' | '(' | ')' | '`' | '~' | '#' | '>' | '<' | '|' | '{' | '}' => {
-                out.push('\\');
+            '*' => out.push('∗'),
+            '`' => out.push('ˋ'),
+            '~' => out.push('∼'),
+            '[' | ']' | '(' | ')' | '<' | '>' | '|' | '{' | '}' | '\\' => {
                 out.push(c);
+                out.push(BREAK);
             }
-            // A leading list marker (`- x`, `+ x`, `1. x`) would become a list.
-            '-' | '+' if out.trim().is_empty() => {
-                out.push('\\');
+            // `scheme://` would be turned into a link by renderers that linkify.
+            ':' if chars.get(i + 1) == Some(&'/') && chars.get(i + 2) == Some(&'/') => {
                 out.push(c);
+                out.push(BREAK);
             }
-            '.' if !out.trim().is_empty() && out.trim().chars().all(|c| c.is_ascii_digit()) => {
-                out.push('\\');
+            // A leading heading or list marker (`# x`, `- x`, `+ x`, `1. x`).
+            '#' | '-' | '+' if at_start => {
                 out.push(c);
+                out.push(BREAK);
+            }
+            '.' if !at_start && out.trim().chars().all(|c| c.is_ascii_digit()) => {
+                out.push(c);
+                out.push(BREAK);
             }
             c => out.push(c),
         }
@@ -262,12 +279,16 @@ mod tests {
 
     #[test]
     fn markdown_and_control_characters_are_neutralised() {
-        assert_eq!(plain("**bold** [x](http://evil)"), "\\*\\*bold\\*\\* \\[x\\]\\(http://evil\\)");
+        let z = BREAK;
+        assert_eq!(plain("**bold** [x](http://evil)"), format!("∗∗bold∗∗ [{z}x]{z}({z}http:{z}//evil){z}"));
         assert_eq!(plain("a\nb\tc"), "a b c");
-        assert_eq!(plain("- item"), "\\- item");
-        assert_eq!(plain("12. item"), "12\\. item");
+        assert_eq!(plain("- item"), format!("-{z} item"));
+        assert_eq!(plain("# title"), format!("#{z} title"));
+        assert_eq!(plain("12. item"), format!("12.{z} item"));
+        assert_eq!(plain("_now_ john_doe@contoso.com `x` ~y~"), "_now_ john_doe@contoso.com ˋxˋ ∼y∼");
         assert_eq!(plain("alice-smith@contoso.com"), "alice-smith@contoso.com");
         assert_eq!(plain("00000000-0000-0000-0000-000000000020"), "00000000-0000-0000-0000-000000000020");
+        assert_eq!(plain("{{DATE(x)}}"), format!("{{{z}{{{z}DATE({z}x){z}}}{z}}}{z}"));
         assert_eq!(plain(&"x".repeat(400)).chars().count(), 301);
     }
 

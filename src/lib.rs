@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod outbound;
 pub mod server;
+pub mod standins;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

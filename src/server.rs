@@ -20,6 +20,7 @@ use crate::botframework::inbound::{InboundAuth, InboundGate, VerifiedActivity};
 use crate::botframework::inbound::{read_body, refuse_declared_oversize};
 use crate::http_error::ApiError;
 use crate::metrics::Metrics;
+use crate::standins::StandIns;
 use crate::store::Store;
 
 /// Shared state of the running service (cheap to clone: every field is shared).
@@ -35,6 +36,8 @@ pub struct AppState {
     pub store: web::Data<Store>,
     /// Signed alert intake.
     pub alerts: web::Data<AlertIntake>,
+    /// Local mode's stand-ins for the cloud (`None` outside `chatwarden dev`).
+    pub standins: Option<(web::Data<StandIns>, web::Data<Arc<AlertDesk>>)>,
 }
 
 /// `/api/alerts`: the HMAC secret and where records go.
@@ -56,6 +59,7 @@ pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone +
     let metrics = web::Data::from(Arc::clone(&state.metrics));
     let store = state.store.clone();
     let alerts = state.alerts.clone();
+    let standins = state.standins.clone();
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(gate.clone())
             .app_data(bot.clone())
@@ -72,8 +76,13 @@ pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone +
             )
             .service(web::resource("/healthz").route(web::get().to(healthz)).default_service(web::to(|| async { not_allowed("GET") })))
             .service(web::resource("/readyz").route(web::get().to(readyz)).default_service(web::to(|| async { not_allowed("GET") })))
-            .service(web::resource("/metrics").route(web::get().to(metrics_text)).default_service(web::to(|| async { not_allowed("GET") })))
-            .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
+            .service(
+                web::resource("/metrics").route(web::get().to(metrics_text)).default_service(web::to(|| async { not_allowed("GET") })),
+            );
+        if let Some((state, desk)) = &standins {
+            crate::standins::configure(cfg, state.clone(), desk.clone());
+        }
+        cfg.default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
     }
 }
 

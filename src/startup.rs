@@ -34,6 +34,7 @@ use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::server::AlertIntake;
 use crate::server::{AppState, build_app};
+use crate::standins::StandIns;
 use crate::store::Store;
 use crate::tokens::{DelegatedTokens, TokenSource};
 
@@ -105,7 +106,21 @@ impl Application {
     }
 
     /// Like [`Application::build`], with some parts replaced.
-    pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+    pub async fn build_with(mut config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        let bind = effective_bind(&config);
+        let listener = TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
+        let port = listener.local_addr().context("listener has no local address")?.port();
+        let local = config.mode == Mode::Dev && config.app.is_none();
+        if local {
+            let base = format!("http://127.0.0.1:{port}/_local");
+            config.endpoints.token_service = Url::parse(&format!("{base}/token")).context("stand-in token service URL")?;
+            config.endpoints.graph = Url::parse(&format!("{base}/graph")).context("stand-in Graph URL")?;
+            tracing::warn!(
+                stand_in = "all",
+                "LOCAL STAND-INS: the token service (every admin signed in) and Graph (records removals) are answered by chatwarden \
+                 itself under {base}; the audit index is seeded with example records. Nothing reaches Microsoft's cloud."
+            );
+        }
         let metrics = Arc::new(Metrics::default());
         let mut background = Vec::new();
         let (auth, tokens, allowlist) = match &config.app {
@@ -184,11 +199,14 @@ impl Application {
             desk: alert_desk,
             metrics: Arc::clone(&metrics),
         });
-        let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store), alerts };
+        let standins = if local {
+            crate::standins::seed_audit_index(&store).await;
+            Some((web::Data::new(StandIns::default()), web::Data::new(Arc::clone(&alerts.desk))))
+        } else {
+            None
+        };
+        let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store), alerts, standins };
 
-        let bind = effective_bind(&config);
-        let listener = TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
-        let port = listener.local_addr().context("listener has no local address")?.port();
         let server = HttpServer::new(move || build_app(state.clone()))
             .listen(listener)
             .context("cannot start the HTTP server")?

@@ -17,6 +17,11 @@ fn schema_validator() -> jsonschema::Validator {
 }
 
 fn assert_valid(name: &str, card: &Value) {
+    // scripts/test renders every card written here in headless Chromium (tests/e2e/render-cards.mjs).
+    if let Ok(dir) = std::env::var("CHATWARDEN_CARD_DUMP") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/{}.json", name.replace(' ', "-")), serde_json::to_vec_pretty(card).unwrap()).unwrap();
+    }
     let validator = schema_validator();
     let errors: Vec<String> = validator.iter_errors(card).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "{name} is not a valid Adaptive Card: {errors:#?}\n{card:#}");
@@ -95,6 +100,7 @@ fn status_and_history_cards_are_valid() {
 fn untrusted_text_cannot_add_links_or_formatting() {
     let card = cards::approval_card(&sample(CaseState::Proposed, 1, true)).to_string();
     assert!(!card.contains("[click](https://evil.example)"));
-    assert!(card.contains("\\\\[click\\\\]\\\\(https://evil.example\\\\)"), "{card}");
-    assert!(!card.contains("Dana **Admin**"));
+    assert!(!card.contains("](https"));
+    assert!(card.contains("click"), "{card}");
+    assert!(!card.contains("**Admin**"));
 }
