@@ -147,6 +147,7 @@ impl GraphClient {
         let started = std::time::Instant::now();
         let result =
             crate::outbound::send_with_retry(&self.retry, &RETRY_STATUSES, false, || build().bearer_auth(token.expose_secret())).await;
+        self.metrics.observe("chatwarden_graph_call_duration_seconds", &[("operation", operation)], started.elapsed().as_secs_f64());
         let response = match result {
             Ok(response) => response,
             Err(err) => {

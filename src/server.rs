@@ -183,6 +183,19 @@ async fn readyz(gate: web::Data<InboundGate>, store: web::Data<Store>) -> HttpRe
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
-async fn metrics_text(metrics: web::Data<Metrics>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
+async fn metrics_text(metrics: web::Data<Metrics>, store: web::Data<Store>) -> HttpResponse {
+    let mut text = metrics.render();
+    match store.case_counts().await {
+        Ok(counts) => {
+            text.push_str("# TYPE chatwarden_cases gauge\n");
+            for (state, count) in counts {
+                // States come from the code's own state machine, never from a request.
+                if crate::cases::CaseState::parse(&state).is_some() {
+                    text.push_str(&format!("chatwarden_cases{{state=\"{state}\"}} {count}\n"));
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "could not count cases for /metrics"),
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }

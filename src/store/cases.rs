@@ -582,3 +582,11 @@ impl Store {
         Ok(fresh)
     }
 }
+
+impl Store {
+    /// How many cases are in each state.
+    pub async fn case_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM cases GROUP BY state ORDER BY state").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((row.try_get("state")?, row.try_get("n")?))).collect()
+    }
+}

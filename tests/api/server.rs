@@ -138,3 +138,21 @@ async fn local_mode_never_sends_to_a_cloud_service_url() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "service_url_not_allowed");
 }
+
+#[tokio::test]
+async fn serve_mode_never_mounts_the_local_stand_ins() {
+    let app = spawn_app().await;
+    for path in ["/_local/graph/calls", "/_local/token/api/usertoken/GetToken?userId=x"] {
+        assert_eq!(app.get(path).await.status(), 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_report_cases_by_state() {
+    let app = spawn_app().await;
+    crate::cases::mount_connector(&app).await;
+    crate::cases::request_removal(&app, "cmd-1").await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("# TYPE chatwarden_cases gauge\nchatwarden_cases{state=\"proposed\"} 1\n"), "{text}");
+    assert!(text.contains("chatwarden_activities_total{type=\"message\",result=\"ok\"} 1"), "{text}");
+}
