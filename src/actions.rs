@@ -50,7 +50,7 @@ pub fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String
 
 /// The Graph-backed executor.
 pub struct GraphExecutor {
-    graph: GraphClient,
+    graph: Arc<GraphClient>,
     tokens: Arc<DelegatedTokens>,
 }
 
@@ -69,7 +69,7 @@ fn failed_all(targets: &[&Target], detail: &str) -> Vec<TargetResult> {
 
 impl GraphExecutor {
     /// An executor calling `graph` with tokens from `tokens`.
-    pub fn new(graph: GraphClient, tokens: Arc<DelegatedTokens>) -> Self {
+    pub fn new(graph: Arc<GraphClient>, tokens: Arc<DelegatedTokens>) -> Self {
         Self { graph, tokens }
     }
 
@@ -243,6 +243,19 @@ impl CaseExecutor for GraphExecutor {
         let mut results = Vec::with_capacity(pending.len());
         let mut work = Vec::with_capacity(pending.len());
         for target in pending {
+            // Revoking the approver's own sessions would cut the run short: skip and list them.
+            if case.kind == CaseKind::RevokeSessions
+                && target.user_oid.as_deref().is_some_and(|oid| oid.eq_ignore_ascii_case(&approver.oid))
+            {
+                results.push(TargetResult {
+                    position: target.position,
+                    status: TargetStatus::Skipped,
+                    graph_status: None,
+                    detail: "skipped: these are the approver's own sessions (revoke them separately)".into(),
+                    user_oid: Some(approver.oid.clone()),
+                });
+                continue;
+            }
             match self.resolve(approver, &mut token, target).await {
                 Ok(oid) => work.push((target, oid)),
                 Err(result) => results.push(result),

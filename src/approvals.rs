@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::actions::explain;
 use crate::alerts::ChannelEndpoint;
 use crate::audit::record::AuditRecord;
 use crate::botframework::activity::{Activity, OutgoingActivity};
@@ -17,8 +18,9 @@ use crate::botframework::inbound::VerifiedActivity;
 use crate::botframework::service_url::HostAllowlist;
 use crate::cards;
 use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, Policy, Refusal, now_ms};
-use crate::commands::{Command, UserRef};
+use crate::commands::{Command, RevokeTarget, UserRef};
 use crate::execution::{CaseObserver, CaseRunner};
+use crate::graph::{GraphClient, GraphUser};
 use crate::store::{Created, DecisionOutcome, Store, StoreError};
 use crate::tokens::{DelegatedTokens, SignInState};
 
@@ -73,6 +75,8 @@ pub struct DeskSettings {
     pub case_ttl: Duration,
     /// The bot's app id (for sign-in state); `None` in local mode.
     pub app_id: Option<String>,
+    /// Most users one session-revocation case may cover.
+    pub revoke_ceiling: usize,
 }
 
 /// What a button of one of our cards asks for.
@@ -268,9 +272,31 @@ pub struct Desk {
     runner: Arc<CaseRunner>,
     updater: Arc<CardUpdater>,
     tokens: Arc<DelegatedTokens>,
+    graph: Arc<GraphClient>,
     endpoint: Arc<ChannelEndpoint>,
     settings: DeskSettings,
 }
+
+/// The services a desk works with.
+pub struct DeskServices {
+    /// The database.
+    pub store: Store,
+    /// The Bot Connector.
+    pub connector: Arc<ConnectorClient>,
+    /// Runs approved cases.
+    pub runner: Arc<CaseRunner>,
+    /// Updates case cards.
+    pub updater: Arc<CardUpdater>,
+    /// Admins' delegated tokens.
+    pub tokens: Arc<DelegatedTokens>,
+    /// Graph (user and group lookups).
+    pub graph: Arc<GraphClient>,
+    /// The security channel's endpoint.
+    pub endpoint: Arc<ChannelEndpoint>,
+}
+
+/// Most group members read for one `/revoke-sessions group:` (the ceiling is usually far lower).
+const MAX_GROUP_USERS: usize = 100_000;
 
 /// How long an approval waits for its approver to finish signing in.
 const PENDING_SIGNIN_MS: i64 = 15 * 60 * 1000;
@@ -342,17 +368,10 @@ fn channel_of(activity: &Activity) -> Option<&str> {
 }
 
 impl Desk {
-    /// A desk over `store` that posts through `connector` and runs approved cases with `runner`.
-    pub fn new(
-        store: Store,
-        connector: Arc<ConnectorClient>,
-        runner: Arc<CaseRunner>,
-        updater: Arc<CardUpdater>,
-        tokens: Arc<DelegatedTokens>,
-        endpoint: Arc<ChannelEndpoint>,
-        settings: DeskSettings,
-    ) -> Self {
-        Self { store, connector, runner, updater, tokens, endpoint, settings }
+    /// A desk over the given services.
+    pub fn new(services: DeskServices, settings: DeskSettings) -> Self {
+        let DeskServices { store, connector, runner, updater, tokens, graph, endpoint } = services;
+        Self { store, connector, runner, updater, tokens, graph, endpoint, settings }
     }
 
     /// Checks tenant, team, channel and admin list; returns who is acting.
@@ -440,8 +459,19 @@ impl Desk {
                 case.no_evidence = case.evidence.is_empty();
                 self.open_case(incoming, case).await
             }
-            Command::RevokeSessions { user, reason } => {
-                let case = new_case(CaseKind::RevokeSessions, reason, vec![target(None, &user)]);
+            Command::RevokeSessions { target: who, reason } => {
+                let Some(users) = self.revocation_targets(incoming, &actor, who).await else { return Ok(()) };
+                let targets = users
+                    .into_iter()
+                    .map(|u| NewTarget {
+                        thread_id: None,
+                        user_ref: u.user_principal_name.clone().unwrap_or_else(|| u.id.clone()).to_ascii_lowercase(),
+                        user_oid: Some(u.id.to_ascii_lowercase()),
+                        user_tenant_id: tenant.clone(),
+                        display_name: u.display_name,
+                    })
+                    .collect();
+                let case = new_case(CaseKind::RevokeSessions, reason, targets);
                 self.open_case(incoming, case).await
             }
             Command::RemoveExternal { party, reason } => {
@@ -484,6 +514,77 @@ impl Desk {
                 Ok(())
             }
         }
+    }
+
+    /// The users whose sessions a `/revoke-sessions` targets, looked up with the requester's own
+    /// token (a UPN becomes its object id before the card is posted; a group becomes its
+    /// transitive user members). Replies and returns `None` when it cannot go on.
+    async fn revocation_targets(&self, incoming: &VerifiedActivity, actor: &Actor, who: RevokeTarget) -> Option<Vec<GraphUser>> {
+        if let RevokeTarget::User(UserRef::ObjectId(oid)) = &who {
+            return Some(vec![GraphUser { id: oid.clone(), user_principal_name: None, display_name: None }]);
+        }
+        let token = match self.tokens.token_for(actor).await {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                let text = "Sign in first: chatwarden looks the users up with your own permissions. Then send the command again.";
+                self.ask_sign_in(incoming, text).await;
+                return None;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not get the requester's token");
+                self.reply_text(incoming, "The sign-in service could not be reached; nothing was changed. Try again.".into()).await;
+                return None;
+            }
+        };
+        let ceiling = self.settings.revoke_ceiling;
+        let reply = match who {
+            RevokeTarget::User(UserRef::ObjectId(_)) => return None,
+            RevokeTarget::User(UserRef::Upn(upn)) => match self.graph.user(&token, &upn).await {
+                Ok(Some(user)) => return Some(vec![user]),
+                Ok(None) => format!("There is no user `{}` in the directory.", cards::plain(&upn)),
+                Err(failure) => format!(
+                    "Could not look up `{}`: {}",
+                    cards::plain(&upn),
+                    explain(CaseKind::RevokeSessions, failure.status, &failure.code).1
+                ),
+            },
+            RevokeTarget::Group(group) => match self.graph.group_users(&token, &group, MAX_GROUP_USERS).await {
+                Ok(Some(users)) => {
+                    let mut seen = HashSet::new();
+                    let users: Vec<GraphUser> = users.into_iter().filter(|u| seen.insert(u.id.to_ascii_lowercase())).collect();
+                    if users.len() > ceiling {
+                        let count =
+                            if users.len() > MAX_GROUP_USERS { format!("more than {MAX_GROUP_USERS}") } else { users.len().to_string() };
+                        format!(
+                            "Group `{group}` has {count} users, more than the {ceiling} one case may revoke (CHATWARDEN_REVOKE_CEILING). Nothing was opened."
+                        )
+                    } else if users.is_empty() {
+                        format!("Group `{group}` has no user members: nothing to revoke.")
+                    } else {
+                        return Some(users);
+                    }
+                }
+                Ok(None) => format!("There is no group `{group}` in the directory."),
+                Err(failure) => format!(
+                    "Could not list the members of `{group}`: {}",
+                    explain(CaseKind::RevokeSessions, failure.status, &failure.code).1
+                ),
+            },
+        };
+        self.reply_text(incoming, reply).await;
+        None
+    }
+
+    async fn ask_sign_in(&self, incoming: &VerifiedActivity, text: &str) {
+        let activity = incoming.activity();
+        let mut reply = OutgoingActivity::reply_text(activity, text);
+        if let Some(oauth) = self.oauth_card(activity).await {
+            reply.attachments.push(crate::botframework::activity::Attachment {
+                content_type: "application/vnd.microsoft.card.oauth".into(),
+                content: oauth,
+            });
+        }
+        self.send_reply(incoming, reply).await;
     }
 
     async fn open_case(&self, incoming: &VerifiedActivity, new_case: NewCase) -> Result<(), StoreError> {

@@ -65,6 +65,11 @@ pub fn plain(text: &str) -> String {
     out
 }
 
+/// What revoking sessions does and does not do (shown on revocation cards).
+pub const REVOCATION_NOTE: &str = "Revoking sign-in sessions invalidates the users' refresh tokens and browser session cookies, so \
+     they must sign in again. Access tokens already issued stay valid until they expire (up to about an hour) unless Continuous \
+     Access Evaluation applies. The approver's own sessions are never revoked during the run.";
+
 /// Formats Unix milliseconds as an RFC 3339 UTC timestamp (to the second).
 pub fn timestamp(ms: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
@@ -182,8 +187,15 @@ fn target_block(case: &Case, line: fn(CaseKind, &Target) -> String) -> Vec<Value
 
 /// The card asking an admin to approve or reject a proposed case.
 pub fn approval_card(case: &Case) -> Value {
-    let mut body = vec![heading(format!("Approval needed: {}", case.kind.describe())), facts(case_facts(case))];
+    let title = match case.kind {
+        CaseKind::RevokeSessions => format!("Approval needed: revoke the sign-in sessions of {} user(s)", case.targets.len()),
+        _ => format!("Approval needed: {}", case.kind.describe()),
+    };
+    let mut body = vec![heading(title), facts(case_facts(case))];
     body.extend(target_block(case, target_line));
+    if case.kind == CaseKind::RevokeSessions {
+        body.push(text(REVOCATION_NOTE));
+    }
     if case.evidence.is_empty() {
         body.push(text("**No Teams audit record matches this request.** Check the chat and user before approving."));
     }

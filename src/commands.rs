@@ -26,10 +26,10 @@ pub enum Command {
         /// Why (free text).
         reason: Option<String>,
     },
-    /// Revoke a user's sign-in sessions.
+    /// Revoke the sign-in sessions of a user or of every user in a group.
     RevokeSessions {
-        /// The user.
-        user: UserRef,
+        /// Who.
+        target: RevokeTarget,
         /// Why.
         reason: Option<String>,
     },
@@ -65,6 +65,26 @@ pub enum UserRef {
     ObjectId(String),
     /// User principal name.
     Upn(String),
+}
+
+/// Whose sessions to revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RevokeTarget {
+    /// One user.
+    User(UserRef),
+    /// Every transitive user member of an Entra group (object id).
+    Group(String),
+}
+
+impl RevokeTarget {
+    /// Parses a user (object id or UPN) or `group:<group object id>`.
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        if let Some(group) = text.strip_prefix("group:").or_else(|| text.strip_prefix("GROUP:")) {
+            let group = group.to_ascii_lowercase();
+            return if is_guid(&group) { Ok(Self::Group(group)) } else { Err("a group is given as group:<group object id>") };
+        }
+        UserRef::parse(text).map(Self::User).map_err(|_| "expected a UPN, an Entra object id, or group:<group object id>")
+    }
 }
 
 /// An external party: a tenant id or a DNS domain.
@@ -119,7 +139,7 @@ impl fmt::Display for ParseError {
 /// Usage lines, in help order.
 pub const USAGE_REMOVE_CHAT: &str = "/remove-chat <thread-id> <user> [reason...]";
 /// Usage of `/revoke-sessions`.
-pub const USAGE_REVOKE_SESSIONS: &str = "/revoke-sessions <user> [reason...]";
+pub const USAGE_REVOKE_SESSIONS: &str = "/revoke-sessions <user|group:id> [reason...]";
 /// Usage of `/remove-external`.
 pub const USAGE_REMOVE_EXTERNAL: &str = "/remove-external <tenant-id|domain> [reason...]";
 /// Usage of `/status`.
@@ -137,7 +157,7 @@ pub fn help_text() -> String {
         format!(
             "- `{USAGE_REMOVE_CHAT}`: remove a user of ours from a chat (thread id `19:...@thread.v2` or `...@unq.gbl.spaces`; user = UPN or Entra object id)"
         ),
-        format!("- `{USAGE_REVOKE_SESSIONS}`: revoke a user's sign-in sessions"),
+        format!("- `{USAGE_REVOKE_SESSIONS}`: revoke the sign-in sessions of a user, or of every user in a group"),
         format!("- `{USAGE_REMOVE_EXTERNAL}`: remove our users from every chat with that external tenant or domain"),
         format!("- `{USAGE_STATUS}`: show one case and its history"),
         format!("- `{USAGE_HISTORY}`: list the last n cases (default {DEFAULT_HISTORY})"),
@@ -317,9 +337,9 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         }
         "revoke-sessions" => {
             let mut a = args(USAGE_REVOKE_SESSIONS);
-            let raw_user = a.required("<user>")?;
-            let user = a.check("<user>", raw_user, UserRef::parse(raw_user))?;
-            Ok(Command::RevokeSessions { user, reason: a.reason()? })
+            let raw = a.required("<user|group:id>")?;
+            let target = a.check("<user|group:id>", raw, RevokeTarget::parse(raw))?;
+            Ok(Command::RevokeSessions { target, reason: a.reason()? })
         }
         "remove-external" => {
             let mut a = args(USAGE_REMOVE_EXTERNAL);
@@ -453,6 +473,22 @@ mod tests {
         assert_eq!(parse("   "), Err(ParseError::Empty));
         assert_eq!(parse("/frobnicate now"), Err(ParseError::Unknown("/frobnicate".into())));
         assert_eq!(parse("help"), Ok(Command::Help));
+    }
+
+    #[test]
+    fn revoke_sessions_takes_a_user_or_a_group() {
+        assert_eq!(
+            parse("/revoke-sessions Alice@Contoso.com compromised").unwrap(),
+            Command::RevokeSessions {
+                target: RevokeTarget::User(UserRef::Upn("alice@contoso.com".into())),
+                reason: Some("compromised".into())
+            }
+        );
+        assert_eq!(
+            parse(&format!("/revoke-sessions group:{}", OID.to_uppercase())).unwrap(),
+            Command::RevokeSessions { target: RevokeTarget::Group(OID.into()), reason: None }
+        );
+        assert!(matches!(parse("/revoke-sessions group:finance"), Err(ParseError::InvalidArgument { argument: "<user|group:id>", .. })));
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub const SETTINGS: &[Setting] = &[
         Some("24"),
         false,
     ),
+    setting("CHATWARDEN_REVOKE_CEILING", "revoke_ceiling", "most users one /revoke-sessions case may cover", Some("500"), false),
     setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
     setting(
         "CHATWARDEN_REQUIRE_SECOND_APPROVER",
@@ -300,6 +301,8 @@ pub struct Config {
     pub audit_poll: Option<Duration>,
     /// How far back the first audit poll looks.
     pub audit_lookback: Duration,
+    /// Most users one session-revocation case may cover.
+    pub revoke_ceiling: usize,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.
@@ -436,6 +439,7 @@ impl Config {
             format!("CHATWARDEN_DETECT_UNAUTHENTICATED = {}", self.detection.unauthenticated),
             format!("CHATWARDEN_AUDIT_POLL_MINUTES   = {}", self.audit_poll.map_or(0, |d| d.as_secs() / 60)),
             format!("CHATWARDEN_AUDIT_LOOKBACK_HOURS = {}", self.audit_lookback.as_secs() / 3600),
+            format!("CHATWARDEN_REVOKE_CEILING       = {}", self.revoke_ceiling),
             format!("CHATWARDEN_CASE_TTL_HOURS       = {}", self.case_ttl.as_secs() / 3600),
             format!("CHATWARDEN_REQUIRE_SECOND_APPROVER = {}", self.require_second_approver),
         ]);
@@ -745,6 +749,15 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     };
 
+    let ceiling_text = value_or_default(&raw, "CHATWARDEN_REVOKE_CEILING").trim().to_owned();
+    let revoke_ceiling = match ceiling_text.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => n,
+        _ => {
+            raw.problem("CHATWARDEN_REVOKE_CEILING", format!("`{ceiling_text}` must be a number of users from 1 to 100000"));
+            500
+        }
+    };
+
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
     let (Some(bind), Some(openid_metadata), Some(login), Some(token_service), Some(graph), Some(management)) =
@@ -774,6 +787,7 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         alert_secret,
         max_body_bytes,
         token_mode,
+        revoke_ceiling,
         detection,
         audit_poll,
         audit_lookback,

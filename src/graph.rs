@@ -207,6 +207,48 @@ impl GraphClient {
         }
     }
 
+    /// Every transitive user member of a group, following `@odata.nextLink` (on the Graph host
+    /// only), up to `max_users` users; `None` when the group does not exist.
+    pub async fn group_users(
+        &self,
+        token: &SecretString,
+        group_id: &str,
+        max_users: usize,
+    ) -> Result<Option<Vec<GraphUser>>, GraphFailure> {
+        let mut url = self.url("v1.0", &format!("/groups/{}/transitiveMembers/microsoft.graph.user", encode_component(group_id)));
+        url.query_pairs_mut().append_pair("$select", "id,userPrincipalName,displayName").append_pair("$top", "999");
+        let mut users = Vec::new();
+        let mut next = Some(url);
+        while let Some(page) = next.take() {
+            let body = match self.send("list_group_users", token, || self.http.get(page.clone())).await {
+                Ok((_, Some(body))) => body,
+                Ok((status, None)) => return Err(GraphFailure { status, code: "empty group page".into() }),
+                Err(GraphFailure { status: 404, .. }) if users.is_empty() => return Ok(None),
+                Err(failure) => return Err(failure),
+            };
+            let members: Vec<GraphUser> = body
+                .get("value")
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| GraphFailure { status: 200, code: "invalid group page".into() })?;
+            users.extend(members);
+            if users.len() > max_users {
+                break;
+            }
+            next = match body.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(link) => {
+                    let link = Url::parse(link).map_err(|_| GraphFailure { status: 200, code: "invalid next link".into() })?;
+                    if link.origin() != self.base.origin() {
+                        return Err(GraphFailure { status: 200, code: "next link outside Graph".into() });
+                    }
+                    Some(link)
+                }
+                None => None,
+            };
+        }
+        Ok(Some(users))
+    }
+
     /// Sends up to [`MAX_BATCH`] requests as one `$batch`, re-sending throttled items (honouring
     /// their `Retry-After`) up to the retry budget. Returns one outcome per item.
     pub async fn batch(&self, token: &SecretString, version: &str, items: &[BatchItem]) -> Result<Vec<BatchOutcome>, GraphFailure> {

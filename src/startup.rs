@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use secrecy::ExposeSecret as _;
 
-use crate::approvals::{CardUpdater, Desk, DeskSettings, Scope};
+use crate::approvals::{CardUpdater, Desk, DeskServices, DeskSettings, Scope};
 use crate::bot::Bot;
 use crate::botframework::auth::ChannelAuthenticator;
 use crate::botframework::bot_token::BotTokenProvider;
@@ -81,6 +81,7 @@ pub fn desk_settings(config: &Config) -> DeskSettings {
         policy: Policy { admins, require_second_approver: config.require_second_approver },
         case_ttl: config.case_ttl,
         app_id: config.app.as_ref().map(|a| a.app_id.clone()),
+        revoke_ceiling: config.revoke_ceiling,
     }
 }
 
@@ -144,15 +145,13 @@ impl Application {
         let connector = Arc::new(ConnectorClient::new(Arc::clone(&bot_tokens), config.retry, Arc::clone(&metrics)));
         let updater = Arc::new(CardUpdater::new(Arc::clone(&connector), allowlist.clone()));
         let delegated = Arc::new(DelegatedTokens::new(token_source(&config), bot_tokens, config.retry, Arc::clone(&metrics)));
-        let executor = overrides.executor.unwrap_or_else(|| {
-            let graph_retry = RetryPolicy {
-                max_attempts: config.retry.max_attempts.max(4),
-                max_delay: config.retry.max_delay.max(Duration::from_secs(30)),
-                ..config.retry
-            };
-            let graph = GraphClient::new(config.endpoints.graph.clone(), graph_retry, Arc::clone(&metrics));
-            Arc::new(GraphExecutor::new(graph, Arc::clone(&delegated)))
-        });
+        let graph_retry = RetryPolicy {
+            max_attempts: config.retry.max_attempts.max(4),
+            max_delay: config.retry.max_delay.max(Duration::from_secs(30)),
+            ..config.retry
+        };
+        let graph = Arc::new(GraphClient::new(config.endpoints.graph.clone(), graph_retry, Arc::clone(&metrics)));
+        let executor = overrides.executor.unwrap_or_else(|| Arc::new(GraphExecutor::new(Arc::clone(&graph), Arc::clone(&delegated))));
         let runner_id = overrides.runner_id.unwrap_or_else(|| format!("runner-{:016x}", fastrand::u64(..)));
         let runner = Arc::new(CaseRunner::new(store.clone(), executor, updater.clone(), runner_id, config.execution.lease));
         background.push(runner.spawn_sweeper(config.execution.sweep_interval));
@@ -190,7 +189,8 @@ impl Application {
             background.push(poller.spawn());
         }
         let settings = desk_settings(&config);
-        let desk = Desk::new(store.clone(), connector, runner, updater, delegated, endpoint, settings);
+        let services = DeskServices { store: store.clone(), connector, runner, updater, tokens: delegated, graph, endpoint };
+        let desk = Desk::new(services, settings);
         let gate = web::Data::new(InboundGate { auth, allowlist, max_body_bytes: config.max_body_bytes, metrics: Arc::clone(&metrics) });
         let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics)));
         let alerts = web::Data::new(AlertIntake {

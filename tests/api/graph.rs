@@ -372,7 +372,7 @@ async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() 
         .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec!["3".into(), "30".into()]) })
         .mount(&fx.graph_server)
         .await;
-    let executor = GraphExecutor::new(fx.graph, fx.tokens.clone());
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
     let results = executor.execute(&bulk_case(45)).await;
     assert_eq!(results.len(), 45);
     let batches: Vec<Value> =
@@ -421,7 +421,7 @@ async fn a_401_from_graph_evicts_the_token_and_retries_once_with_a_fresh_one() {
         .respond_with(ResponseTemplate::new(204))
         .mount(&fx.graph_server)
         .await;
-    let executor = GraphExecutor::new(fx.graph, fx.tokens.clone());
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
     let results = executor.execute(&bulk_case(1)).await;
     assert_eq!(results[0].status, TargetStatus::Done);
     let get_tokens =
@@ -445,7 +445,7 @@ async fn forbidden_and_not_found_are_reported_in_plain_words() {
         )
         .mount(&fx.graph_server)
         .await;
-    let executor = GraphExecutor::new(fx.graph, fx.tokens.clone());
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
     let results = executor.execute(&bulk_case(1)).await;
     assert_eq!(results[0].status, TargetStatus::Failed);
     assert_eq!(results[0].graph_status, Some(403));
