@@ -9,6 +9,7 @@ use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::inbound::VerifiedActivity;
 use crate::commands::{self, ParseError};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 
 /// The HTTP answer to an activity.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +29,7 @@ pub enum BotResponse {
 pub struct Bot {
     desk: Desk,
     metrics: Arc<Metrics>,
+    commands: RateLimiter,
 }
 
 fn invoke_error(status: u16, code: &str, message: &str) -> Value {
@@ -35,9 +37,9 @@ fn invoke_error(status: u16, code: &str, message: &str) -> Value {
 }
 
 impl Bot {
-    /// A bot that handles cases through `desk`.
-    pub fn new(desk: Desk, metrics: Arc<Metrics>) -> Self {
-        Self { desk, metrics }
+    /// A bot that handles cases through `desk`, allowing each admin `commands_per_minute` commands.
+    pub fn new(desk: Desk, metrics: Arc<Metrics>, commands_per_minute: u32) -> Self {
+        Self { desk, metrics, commands: RateLimiter::new(commands_per_minute) }
     }
 
     /// Handles one activity and returns the HTTP answer.
@@ -100,6 +102,13 @@ impl Bot {
                 return BotResponse::Ack;
             }
         };
+        if let Err(wait) = self.commands.check(&actor.oid) {
+            self.metrics.inc("chatwarden_rate_limited_total", &[("what", "command")]);
+            tracing::warn!("an admin is sending commands too fast");
+            let text = format!("You are sending commands too fast; nothing was done. Try again in {} s.", wait.as_secs().max(1));
+            self.desk.reply_text(incoming, text).await;
+            return BotResponse::Ack;
+        }
         match commands::parse(&text) {
             Ok(command) => match self.desk.on_command(incoming, actor, command).await {
                 Ok(()) => BotResponse::Ack,

@@ -137,6 +137,8 @@ pub const SETTINGS: &[Setting] = &[
         false,
     ),
     setting("CHATWARDEN_REVOKE_CEILING", "revoke_ceiling", "most users one /revoke-sessions case may cover", Some("500"), false),
+    setting("CHATWARDEN_COMMANDS_PER_MINUTE", "commands_per_minute", "commands one admin may send per minute (0 = no limit)", Some("30"), false),
+    setting("CHATWARDEN_ALERTS_PER_MINUTE", "alerts_per_minute", "/api/alerts requests one source address may send per minute (0 = no limit)", Some("120"), false),
     setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
     setting(
         "CHATWARDEN_REQUIRE_SECOND_APPROVER",
@@ -303,6 +305,10 @@ pub struct Config {
     pub audit_lookback: Duration,
     /// Most users one session-revocation case may cover.
     pub revoke_ceiling: usize,
+    /// Commands one admin may send per minute (0 = no limit).
+    pub commands_per_minute: u32,
+    /// Alert pushes one source address may send per minute (0 = no limit).
+    pub alerts_per_minute: u32,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.
@@ -440,6 +446,8 @@ impl Config {
             format!("CHATWARDEN_AUDIT_POLL_MINUTES   = {}", self.audit_poll.map_or(0, |d| d.as_secs() / 60)),
             format!("CHATWARDEN_AUDIT_LOOKBACK_HOURS = {}", self.audit_lookback.as_secs() / 3600),
             format!("CHATWARDEN_REVOKE_CEILING       = {}", self.revoke_ceiling),
+            format!("CHATWARDEN_COMMANDS_PER_MINUTE  = {}", self.commands_per_minute),
+            format!("CHATWARDEN_ALERTS_PER_MINUTE    = {}", self.alerts_per_minute),
             format!("CHATWARDEN_CASE_TTL_HOURS       = {}", self.case_ttl.as_secs() / 3600),
             format!("CHATWARDEN_REQUIRE_SECOND_APPROVER = {}", self.require_second_approver),
         ]);
@@ -758,6 +766,19 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     };
 
+    let per_minute = |raw: &mut RawSettings, env: &'static str| -> u32 {
+        let text = value_or_default(raw, env).trim().to_owned();
+        match text.parse::<u32>() {
+            Ok(n) if n <= 100_000 => n,
+            _ => {
+                raw.problem(env, format!("`{text}` must be a number from 0 (no limit) to 100000"));
+                0
+            }
+        }
+    };
+    let commands_per_minute = per_minute(&mut raw, "CHATWARDEN_COMMANDS_PER_MINUTE");
+    let alerts_per_minute = per_minute(&mut raw, "CHATWARDEN_ALERTS_PER_MINUTE");
+
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
     let (Some(bind), Some(openid_metadata), Some(login), Some(token_service), Some(graph), Some(management)) =
@@ -788,6 +809,8 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         max_body_bytes,
         token_mode,
         revoke_ceiling,
+        commands_per_minute,
+        alerts_per_minute,
         detection,
         audit_poll,
         audit_lookback,

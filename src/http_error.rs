@@ -38,6 +38,9 @@ pub enum ApiError {
     /// Well-formed, but not acceptable (e.g. records of another tenant).
     #[error("{0}")]
     Unprocessable(String),
+    /// Over a rate limit; holds the seconds to wait.
+    #[error("too many requests; retry in {0} s")]
+    TooManyRequests(u64),
     /// Method not allowed on this path; holds the allowed method.
     #[error("method not allowed (use {0})")]
     MethodNotAllowed(&'static str),
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::Signature(_) => "bad_signature",
             ApiError::InvalidRecord(_) => "invalid_record",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::Internal => "internal",
@@ -78,6 +82,7 @@ impl ResponseError for ApiError {
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::InvalidRecord(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,6 +102,11 @@ impl ResponseError for ApiError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("10")));
+        }
+        if let ApiError::TooManyRequests(seconds) = self {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.insert_header((header::RETRY_AFTER, value));
+            }
         }
         if let ApiError::MethodNotAllowed(allowed) = self {
             response.insert_header((header::ALLOW, HeaderValue::from_static(allowed)));

@@ -20,6 +20,7 @@ pub mod http_error;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
+pub mod ratelimit;
 pub mod server;
 pub mod standins;
 pub mod startup;

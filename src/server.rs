@@ -20,6 +20,7 @@ use crate::botframework::inbound::{InboundAuth, InboundGate, VerifiedActivity};
 use crate::botframework::inbound::{read_body, refuse_declared_oversize};
 use crate::http_error::ApiError;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::standins::StandIns;
 use crate::store::Store;
 
@@ -50,6 +51,8 @@ pub struct AlertIntake {
     pub desk: Arc<AlertDesk>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Requests per source address.
+    pub limiter: RateLimiter,
 }
 
 /// Registers every route on an actix-web app (the same function in production and tests).
@@ -133,6 +136,11 @@ async fn messages(activity: VerifiedActivity, bot: web::Data<Bot>) -> HttpRespon
 
 async fn alerts_endpoint(req: HttpRequest, mut payload: web::Payload, intake: web::Data<AlertIntake>) -> Result<HttpResponse, ApiError> {
     let Some(secret) = &intake.secret else { return Err(ApiError::NotFound) };
+    let source = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if let Err(wait) = intake.limiter.check(&source) {
+        intake.metrics.inc("chatwarden_rate_limited_total", &[("what", "alerts")]);
+        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
+    }
     refuse_declared_oversize(&req, intake.max_body_bytes)?;
     let body = read_body(&mut payload, intake.max_body_bytes).await?;
     let header = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());

@@ -32,6 +32,7 @@ use crate::config::{RetryPolicy, TokenMode};
 use crate::execution::{CaseExecutor, CaseRunner};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::server::AlertIntake;
 use crate::server::{AppState, build_app};
 use crate::standins::StandIns;
@@ -192,12 +193,13 @@ impl Application {
         let services = DeskServices { store: store.clone(), connector, runner, updater, tokens: delegated, graph, endpoint };
         let desk = Desk::new(services, settings);
         let gate = web::Data::new(InboundGate { auth, allowlist, max_body_bytes: config.max_body_bytes, metrics: Arc::clone(&metrics) });
-        let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics)));
+        let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics), config.commands_per_minute));
         let alerts = web::Data::new(AlertIntake {
             secret: config.alert_secret.clone(),
             max_body_bytes: config.max_body_bytes,
             desk: alert_desk,
             metrics: Arc::clone(&metrics),
+            limiter: RateLimiter::new(config.alerts_per_minute),
         });
         let standins = if local {
             crate::standins::seed_audit_index(&store).await;

@@ -9,6 +9,7 @@ mod cli;
 mod connector;
 mod graph;
 mod helpers;
+mod hostile;
 mod revoke;
 mod server;
 mod signin;
