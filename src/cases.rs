@@ -483,6 +483,42 @@ mod tests {
         assert_eq!(CaseKind::parse("nope"), None);
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any sequence of decisions by anyone, at any time: at most one applies, only an admin's,
+            /// only before the deadline, never the requester's own approval, and a final state stays.
+            #[test]
+            fn decisions_apply_at_most_once_and_only_by_the_rules(
+                steps in prop::collection::vec((prop::sample::select(vec!["alice", "bob", "mallory"]), any::<bool>(), 0i64..2000), 1..20),
+                second in any::<bool>(),
+            ) {
+                let policy = policy(second);
+                let mut current = case(CaseState::Proposed);
+                let mut applied = 0;
+                for (who, approve, at) in steps {
+                    let decision = if approve { Decision::Approve } else { Decision::Reject };
+                    let before = current.state;
+                    match check_decision(&current, &actor(who), decision, &policy, at) {
+                        Ok(next) => {
+                            prop_assert!(before.can_become(next));
+                            prop_assert_eq!(before, CaseState::Proposed);
+                            prop_assert!(who != "mallory");
+                            prop_assert!(at < current.expires_at);
+                            prop_assert!(!(second && approve && who == "alice"));
+                            current.state = next;
+                            applied += 1;
+                        }
+                        Err(_) => prop_assert_eq!(current.state, before),
+                    }
+                }
+                prop_assert!(applied <= 1);
+            }
+        }
+    }
+
     #[test]
     fn case_ids_are_short_and_unambiguous() {
         for _ in 0..100 {

@@ -497,6 +497,44 @@ mod tests {
         assert!(matches!(parse(&format!("/revoke-sessions {OID} {long}")), Err(ParseError::InvalidArgument { argument: "[reason]", .. })));
     }
 
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics_and_errors_always_explain_themselves(text in "\\PC{0,300}") {
+                match parse(&text) {
+                    Ok(_) => {}
+                    Err(err) => prop_assert!(!err.to_string().is_empty()),
+                }
+            }
+
+            #[test]
+            fn a_well_formed_remove_chat_round_trips(
+                id in "[A-Za-z0-9_-]{1,40}",
+                suffix in prop::sample::select(vec!["@thread.v2", "@unq.gbl.spaces", "@thread.skype", "@thread.tacv2"]),
+                local in "[a-z][a-z0-9.]{0,15}",
+                domain in "[a-z]{1,12}\\.(com|org|example)",
+                reason in "[ -~]{0,60}",
+                slash in any::<bool>(),
+            ) {
+                let thread = format!("19:{id}{suffix}");
+                let upn = format!("{local}@{domain}");
+                let text = format!("{}remove-chat {thread} {upn} {reason}", if slash { "/" } else { "" });
+                let parsed = parse(&text).unwrap();
+                let expected_reason = Some(reason.trim().to_owned()).filter(|r| !r.is_empty());
+                prop_assert_eq!(parsed, Command::RemoveChat { thread: ChatThreadId(thread), user: UserRef::Upn(upn), reason: expected_reason });
+            }
+
+            #[test]
+            fn thread_ids_never_accept_whitespace_or_markup(id in "[A-Za-z0-9]{0,10}[ <>\"'\\[\\]()]{1,3}[A-Za-z0-9]{0,10}") {
+                let thread = format!("19:{id}@thread.v2");
+                prop_assert!(ChatThreadId::parse(&thread).is_err());
+            }
+        }
+    }
+
     #[test]
     fn errors_read_as_sentences() {
         let err = parse("/remove-chat nope x").unwrap_err();

@@ -137,8 +137,20 @@ pub const SETTINGS: &[Setting] = &[
         false,
     ),
     setting("CHATWARDEN_REVOKE_CEILING", "revoke_ceiling", "most users one /revoke-sessions case may cover", Some("500"), false),
-    setting("CHATWARDEN_COMMANDS_PER_MINUTE", "commands_per_minute", "commands one admin may send per minute (0 = no limit)", Some("30"), false),
-    setting("CHATWARDEN_ALERTS_PER_MINUTE", "alerts_per_minute", "/api/alerts requests one source address may send per minute (0 = no limit)", Some("120"), false),
+    setting(
+        "CHATWARDEN_COMMANDS_PER_MINUTE",
+        "commands_per_minute",
+        "commands one admin may send per minute (0 = no limit)",
+        Some("30"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_ALERTS_PER_MINUTE",
+        "alerts_per_minute",
+        "/api/alerts requests one source address may send per minute (0 = no limit)",
+        Some("120"),
+        false,
+    ),
     setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
     setting(
         "CHATWARDEN_REQUIRE_SECOND_APPROVER",

@@ -25,10 +25,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter allowing `per_minute` events per key (0 turns the limit off).
     pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            buckets: moka::sync::Cache::builder().max_capacity(MAX_KEYS).time_to_idle(Duration::from_secs(600)).build(),
-        }
+        Self { per_minute, buckets: moka::sync::Cache::builder().max_capacity(MAX_KEYS).time_to_idle(Duration::from_secs(600)).build() }
     }
 
     /// Takes one token for `key` at `now`; `Err(wait)` when the key is over its limit.

@@ -50,15 +50,31 @@ async fn no_token_password_or_secret_reaches_the_logs_or_a_card() {
         c.alert_secret = Some(secrecy::SecretString::from(ALERT_SECRET.to_owned()));
     })
     .await;
-    Mock::given(method("POST")).and(path_regex("^/v3/conversations/[^/]+/activities/[^/]+$")).respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "card-1"}))).mount(&app.connector).await;
-    Mock::given(method("POST")).and(path_regex("^/v3/conversations.*")).respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "19:c@thread.tacv2;messageid=2", "activityId": "2"}))).mount(&app.connector).await;
-    Mock::given(method("PUT")).and(path_regex("^/v3/conversations/.+")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "card-1"}))).mount(&app.connector).await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/v3/conversations/[^/]+/activities/[^/]+$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "card-1"})))
+        .mount(&app.connector)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/v3/conversations.*"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "19:c@thread.tacv2;messageid=2", "activityId": "2"})))
+        .mount(&app.connector)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/v3/conversations/.+"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "card-1"})))
+        .mount(&app.connector)
+        .await;
     Mock::given(method("POST"))
         .and(path("/api/usertoken/exchange"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"token": GRAPH_TOKEN, "expiration": "2099-01-01T00:00:00Z"})))
         .mount(&app.token_service)
         .await;
-    Mock::given(method("GET")).and(path("/api/usertoken/GetToken")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"token": GRAPH_TOKEN, "expiration": "2099-01-01T00:00:00Z"}))).mount(&app.token_service).await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"token": GRAPH_TOKEN, "expiration": "2099-01-01T00:00:00Z"})))
+        .mount(&app.token_service)
+        .await;
     Mock::given(method("POST")).and(path_regex("removeAllAccessForUser$")).respond_with(ResponseTemplate::new(204)).mount(&app.graph).await;
 
     let url = app.service_url();
@@ -91,7 +107,14 @@ async fn no_token_password_or_secret_reaches_the_logs_or_a_card() {
                         "ParticipantInfo": {"HasForeignTenantUsers": true, "ParticipatingTenantIds": ["11111111-2222-3333-4444-555555555555"]}});
     let body = serde_json::to_vec(&record).unwrap();
     for signature in [sign(ALERT_SECRET.as_bytes(), &body), format!("sha256={}", "0".repeat(64))] {
-        app.client.post(format!("{}/api/alerts", app.address)).header("x-chatwarden-signature-256", signature).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        app.client
+            .post(format!("{}/api/alerts", app.address))
+            .header("x-chatwarden-signature-256", signature)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
     }
     // Rejected inbound tokens.
     app.post_activity(Some(ATTACKER_TOKEN), &message(&url, "/help")).await;

@@ -97,7 +97,14 @@ async fn an_alert_source_over_its_rate_gets_429_with_retry_after() {
     .await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        let response = app.client.post(format!("{}/api/alerts", app.address)).header("content-type", "application/json").body("[]").send().await.unwrap();
+        let response = app
+            .client
+            .post(format!("{}/api/alerts", app.address))
+            .header("content-type", "application/json")
+            .body("[]")
+            .send()
+            .await
+            .unwrap();
         statuses.push((response.status().as_u16(), response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned())));
     }
     assert_eq!(statuses[0].0, 401);
@@ -111,10 +118,19 @@ async fn an_alert_source_over_its_rate_gets_429_with_retry_after() {
 async fn a_token_service_outage_leaves_the_case_waiting_and_says_so() {
     let app = spawn_app_with(Fakes { real_graph: true, signed_in: false, ..Fakes::default() }, |_| {}).await;
     mount_connector(&app).await;
-    Mock::given(method("GET")).and(path_regex("^/api/usertoken/.*")).respond_with(ResponseTemplate::new(503)).mount(&app.token_service).await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/api/usertoken/.*"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&app.token_service)
+        .await;
     let case_id = request_removal(&app, "cmd-1").await;
     let url = app.service_url();
-    let body: Value = app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "approve")).await.json().await.unwrap();
+    let body: Value = app
+        .post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "approve"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["value"], "The sign-in service could not be reached; nothing was changed. Try again.");
     let store = Store::connect(&app.database_url).await.unwrap();
     assert_eq!(store.case(&case_id).await.unwrap().unwrap().state, CaseState::Proposed);
@@ -125,7 +141,11 @@ async fn a_token_service_outage_leaves_the_case_waiting_and_says_so() {
 async fn a_graph_timeout_fails_the_target_in_plain_words() {
     let app = spawn_app_with(Fakes { real_graph: true, ..Fakes::default() }, |_| {}).await;
     mount_connector(&app).await;
-    Mock::given(method("POST")).and(path_regex("removeAllAccessForUser$")).respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(5))).mount(&app.graph).await;
+    Mock::given(method("POST"))
+        .and(path_regex("removeAllAccessForUser$"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(5)))
+        .mount(&app.graph)
+        .await;
     let case_id = request_removal(&app, "cmd-1").await;
     let url = app.service_url();
     app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "approve")).await;
@@ -138,7 +158,11 @@ async fn a_graph_timeout_fails_the_target_in_plain_words() {
 #[tokio::test]
 async fn a_connector_failure_on_the_card_keeps_the_case_and_records_it() {
     let app = spawn_app().await;
-    Mock::given(method("POST")).and(path_regex("^/v3/conversations/.+/activities/.+$")).respond_with(ResponseTemplate::new(500)).mount(&app.connector).await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/v3/conversations/.+/activities/.+$"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&app.connector)
+        .await;
     let url = app.service_url();
     let command = message(&url, "/remove-chat 19:abc@thread.v2 alice@contoso.com");
     assert_eq!(app.post_activity(Some(&valid_token(&url)), &command).await.status(), 200);
