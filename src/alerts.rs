@@ -17,6 +17,9 @@ use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, NewCase, NewTarge
 use crate::metrics::Metrics;
 use crate::store::{Created, Store, StoreError};
 
+/// Records stored per transaction.
+const INGEST_BATCH: usize = 500;
+
 /// Settings key of the service URL learned from the security channel's traffic.
 const LEARNED_SERVICE_URL: &str = "security_channel_service_url";
 
@@ -136,8 +139,12 @@ impl AlertDesk {
     /// Stores the records (once each) and opens one case per new (chat, user) finding.
     pub async fn ingest(&self, records: Vec<AuditRecord>, source: &'static str) -> Result<IngestReport, StoreError> {
         let mut report = IngestReport { received: records.len(), ..IngestReport::default() };
-        for record in records {
-            if self.store.insert_audit(&record, now_ms()).await? {
+        let mut fresh = Vec::with_capacity(records.len());
+        for chunk in records.chunks(INGEST_BATCH) {
+            fresh.extend(self.store.insert_audit_batch(chunk, now_ms()).await?);
+        }
+        for (record, is_new) in records.iter().zip(fresh) {
+            if is_new {
                 report.stored += 1;
                 self.metrics.inc("chatwarden_audit_records_total", &[("source", source), ("result", "stored")]);
             } else {
@@ -145,8 +152,8 @@ impl AlertDesk {
             }
             // Findings are evaluated even for known records: the (chat, user) key keeps cases
             // unique, and a crash between storing and opening cannot lose an alert.
-            for finding in self.settings.rules.evaluate(&record) {
-                if let Some(case) = self.open_alert_case(&record, &finding).await? {
+            for finding in self.settings.rules.evaluate(record) {
+                if let Some(case) = self.open_alert_case(record, &finding).await? {
                     report.cases.push(case.id.clone());
                     self.post_card(&case).await;
                 }

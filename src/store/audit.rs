@@ -2,7 +2,7 @@
 //! case-insensitive) and by external tenant or domain; the poller's checkpoint and contents; and
 //! small settings learned at run time.
 
-use sqlx::Row as _;
+use sqlx::{Any, Row as _};
 
 use super::{Store, StoreError};
 use crate::audit::record::AuditRecord;
@@ -10,73 +10,123 @@ use crate::audit::record::AuditRecord;
 /// Most records one lookup returns.
 const LOOKUP_LIMIT: i64 = 5_000;
 
+/// Records per multi-row insert (7 parameters each, well under SQLite's and PostgreSQL's limits).
+const RECORDS_PER_STATEMENT: usize = 500;
+/// People rows per multi-row insert (6 parameters each).
+const PEOPLE_PER_STATEMENT: usize = 1_000;
+
+/// `($1, $2), ($3, $4), ...` for `rows` rows of `columns` values (numbered placeholders work on
+/// both SQLite and PostgreSQL).
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The people a record names: internal members, the actor, and external tenants and domains.
+fn people_of(record: &AuditRecord) -> Vec<(&'static str, [Option<String>; 4])> {
+    let lower = |v: Option<&str>| v.map(str::to_ascii_lowercase);
+    let mut people = Vec::new();
+    for member in record.internal_members() {
+        people.push((
+            "internal",
+            [
+                lower(member.user_object_id.as_deref()),
+                lower(member.upn.as_deref()),
+                lower(member.organization_id.as_deref()),
+                member.upn.as_deref().and_then(AuditRecord::domain_of),
+            ],
+        ));
+    }
+    people.push((
+        "actor",
+        [
+            lower(record.user_key.as_deref()),
+            lower(record.user_id.as_deref()),
+            None,
+            record.user_id.as_deref().and_then(AuditRecord::domain_of),
+        ],
+    ));
+    let parties = record.external_parties();
+    for tenant in parties.tenant_ids {
+        people.push(("external", [None, None, Some(tenant), None]));
+    }
+    for domain in parties.domains {
+        people.push(("external", [None, None, None, Some(domain)]));
+    }
+    people
+}
+
 impl Store {
     /// Stores a record unless one with the same id exists; returns whether it was new.
     pub async fn insert_audit(&self, record: &AuditRecord, now: i64) -> Result<bool, StoreError> {
+        Ok(self.insert_audit_batch(std::slice::from_ref(record), now).await?.first().copied().unwrap_or(false))
+    }
+
+    /// Stores many records in one transaction (each once, by id); returns which were new. Rows
+    /// are written with multi-row inserts, so a batch costs a handful of statements.
+    pub async fn insert_audit_batch(&self, records: &[AuditRecord], now: i64) -> Result<Vec<bool>, StoreError> {
+        let mut fresh_ids = std::collections::HashSet::new();
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO audit_records (id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&record.id)
-        .bind(record.organization_id.to_ascii_lowercase())
-        .bind(record.operation.as_str())
-        .bind(record.created_at)
-        .bind(record.chat_thread_id.as_deref())
-        .bind(record.raw.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let insert_person = "INSERT INTO audit_people (record_id, side, user_oid, upn, tenant_id, domain) VALUES ($1, $2, $3, $4, $5, $6)";
-        for member in record.internal_members() {
-            sqlx::query(insert_person)
-                .bind(&record.id)
-                .bind("internal")
-                .bind(member.user_object_id.as_deref().map(str::to_ascii_lowercase))
-                .bind(member.upn.as_deref().map(str::to_ascii_lowercase))
-                .bind(member.organization_id.as_deref().map(str::to_ascii_lowercase))
-                .bind(member.upn.as_deref().and_then(AuditRecord::domain_of))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(insert_person)
-            .bind(&record.id)
-            .bind("actor")
-            .bind(record.user_key.as_deref().map(str::to_ascii_lowercase))
-            .bind(record.user_id.as_deref().map(str::to_ascii_lowercase))
-            .bind(None::<String>)
-            .bind(record.user_id.as_deref().and_then(AuditRecord::domain_of))
-            .execute(&mut *tx)
-            .await?;
-        let parties = record.external_parties();
-        for tenant in &parties.tenant_ids {
-            sqlx::query(insert_person)
-                .bind(&record.id)
-                .bind("external")
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(tenant)
-                .bind(None::<String>)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for domain in &parties.domains {
-            sqlx::query(insert_person)
-                .bind(&record.id)
-                .bind("external")
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(domain)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in records.chunks(RECORDS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO audit_records (id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at) VALUES {} \
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
+                placeholders(chunk.len(), 7)
+            );
+            let mut insert = sqlx::query_scalar::<Any, String>(&sql);
+            for record in chunk {
+                insert = insert
+                    .bind(record.id.clone())
+                    .bind(record.organization_id.to_ascii_lowercase())
+                    .bind(record.operation.as_str().to_owned())
+                    .bind(record.created_at)
+                    .bind(record.chat_thread_id.clone())
+                    .bind(record.raw.to_string())
+                    .bind(now);
+            }
+            let inserted: std::collections::HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
+            let mut people: Vec<(String, &'static str, [Option<String>; 4])> = Vec::new();
+            let mut seen_in_chunk = std::collections::HashSet::new();
+            for record in chunk.iter().filter(|r| inserted.contains(&r.id) && seen_in_chunk.insert(r.id.clone())) {
+                people.extend(people_of(record).into_iter().map(|(side, person)| (record.id.clone(), side, person)));
+            }
+            for rows in people.chunks(PEOPLE_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO audit_people (record_id, side, user_oid, upn, tenant_id, domain) VALUES {}",
+                    placeholders(rows.len(), 6)
+                );
+                let mut insert = sqlx::query::<Any>(&sql);
+                for (id, side, [oid, upn, tenant, domain]) in rows {
+                    insert = insert
+                        .bind(id.clone())
+                        .bind(side.to_string())
+                        .bind(oid.clone())
+                        .bind(upn.clone())
+                        .bind(tenant.clone())
+                        .bind(domain.clone());
+                }
+                insert.execute(&mut *tx).await?;
+            }
+            fresh_ids.extend(inserted);
         }
         tx.commit().await?;
-        Ok(true)
+        // A record id seen twice in one batch is new only the first time.
+        let mut reported = std::collections::HashSet::new();
+        Ok(records.iter().map(|r| fresh_ids.contains(&r.id) && reported.insert(r.id.clone())).collect())
     }
 
     fn parse_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<AuditRecord>, StoreError> {
@@ -97,8 +147,9 @@ impl Store {
     pub async fn audit_for_chat_user(&self, chat: &str, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let user = user.to_ascii_lowercase();
         let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE r.chat_thread_id = $1 AND EXISTS (SELECT 1 FROM audit_people p \
-             WHERE p.record_id = r.id AND p.side IN ('internal', 'actor') AND (p.user_oid = $2 OR p.upn = $2)) \
+            "SELECT r.raw FROM audit_records r WHERE r.chat_thread_id = $1 AND r.id IN (\
+             SELECT record_id FROM audit_people WHERE user_oid = $2 AND side IN ('internal', 'actor') \
+             UNION SELECT record_id FROM audit_people WHERE upn = $2 AND side IN ('internal', 'actor')) \
              ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $3",
         )
         .bind(chat)
@@ -124,8 +175,10 @@ impl Store {
     /// Records that name `user` (object id or UPN, case-insensitive) as a member or the actor.
     pub async fn audit_for_user(&self, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE EXISTS (SELECT 1 FROM audit_people p WHERE p.record_id = r.id \
-             AND p.side IN ('internal', 'actor') AND (p.user_oid = $1 OR p.upn = $1)) ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
+            "SELECT r.raw FROM audit_records r WHERE r.id IN (\
+             SELECT record_id FROM audit_people WHERE user_oid = $1 AND side IN ('internal', 'actor') \
+             UNION SELECT record_id FROM audit_people WHERE upn = $1 AND side IN ('internal', 'actor')) \
+             ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
         )
         .bind(user.to_ascii_lowercase())
         .bind(LOOKUP_LIMIT)
@@ -138,8 +191,10 @@ impl Store {
     pub async fn audit_for_party(&self, party: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let party = party.to_ascii_lowercase();
         let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE EXISTS (SELECT 1 FROM audit_people p WHERE p.record_id = r.id \
-             AND p.side = 'external' AND (p.tenant_id = $1 OR p.domain = $1)) ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
+            "SELECT r.raw FROM audit_records r WHERE r.id IN (\
+             SELECT record_id FROM audit_people WHERE tenant_id = $1 AND side = 'external' \
+             UNION SELECT record_id FROM audit_people WHERE domain = $1 AND side = 'external') \
+             ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
         )
         .bind(&party)
         .bind(LOOKUP_LIMIT)

@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# Endpoint load benchmark of chatwarden: POST /api/messages with a valid Bot Framework token and a
+# Teams messageReaction activity (acknowledged with no outbound call), on loopback, server pinned
+# to one core and load generator to another, against:
+#   chatwarden         the real `chatwarden serve` release binary
+#   bare actix (a)     examples/bare_actix.rs: actix-web answering 200 with no work
+#   botbuilder-js (b)  npm botbuilder CloudAdapter on Node's http server, empty turn handler
+#   botbuilder-py (c)  PyPI botbuilder-integration-aiohttp CloudAdapter, empty turn handler
+# Every server that authenticates is first checked: the valid token is accepted and bad tokens
+# are refused. See bench/README.md.
+#
+# Settings (environment): BENCH_SERVER_CPU (0), BENCH_LOAD_CPU (1), BENCH_WARMUP seconds (5),
+# BENCH_DURATION seconds (20), BENCH_CONNECTIONS (64), BENCH_FIXED_SHARE percent of chatwarden's
+# peak for the fixed-rate run (80), CARGO_TARGET_DIR ($HOME/.cache/chatwarden-target),
+# BENCH_CACHE ($HOME/.cache/chatwarden).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$REPO/bench
+CACHE=${BENCH_CACHE:-$HOME/.cache/chatwarden}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatwarden-target}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+LOAD_CPU=${BENCH_LOAD_CPU:-1}
+WARMUP=${BENCH_WARMUP:-5}
+DURATION=${BENCH_DURATION:-20}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+FIXED_SHARE=${BENCH_FIXED_SHARE:-80}
+
+APP_ID=9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3
+APP_PASSWORD=bench-app-password-not-a-secret
+TENANT_ID=5f0e9d8c-2222-4b3c-8d7e-6f5a4b3c2d1e
+ADMINS=0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d,7d6c5b4a-4444-4c3d-9e8f-0a1b2c3d4e5f
+
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+RESULTS=$BENCH/results/endpoint-$STAMP.txt
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools, builds and dependencies (all cached; only the first run downloads anything)
+
+for tool in taskset curl python3 node npm cargo getconf; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+if ! command -v wrk >/dev/null; then
+    log "installing wrk (Debian package)"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+cpus=$(getconf _NPROCESSORS_ONLN)
+[ "$cpus" -ge 2 ] || die "needs at least 2 CPUs (server and load generator on separate cores), found $cpus"
+
+log "building chatwarden and examples/bare_actix (release, -j 1) in $CARGO_TARGET_DIR"
+cargo build --quiet --release -j 1 --manifest-path "$REPO/Cargo.toml" --bin chatwarden --example bare_actix
+LOADGEN_TARGET=$CARGO_TARGET_DIR/bench-loadgen
+log "building bench/loadgen (release, -j 1)"
+cargo build --quiet --release -j 1 --locked --manifest-path "$BENCH/loadgen/Cargo.toml" --target-dir "$LOADGEN_TARGET"
+CHATWARDEN=$CARGO_TARGET_DIR/release/chatwarden
+BARE=$CARGO_TARGET_DIR/release/examples/bare_actix
+LOADGEN=$LOADGEN_TARGET/release/endpoint-loadgen
+
+mkdir -p "$CACHE"
+# Token signing (PyJWT + cryptography)
+TOKEN_VENV=$CACHE/bench-venv
+if [ ! -x "$TOKEN_VENV/bin/python" ] || ! "$TOKEN_VENV/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
+    log "creating $TOKEN_VENV"
+    python3 -m venv "$TOKEN_VENV"
+    "$TOKEN_VENV/bin/pip" install -q --disable-pip-version-check pyjwt==2.15.1 cryptography==50.0.2
+fi
+# botbuilder-python
+PY_VENV=$CACHE/bench-py
+py_stamp=$(sha256sum "$BENCH/botbuilder-python/requirements.txt" | cut -d' ' -f1)
+if [ ! -x "$PY_VENV/bin/python" ] || [ "$(cat "$PY_VENV/.bench-stamp" 2>/dev/null)" != "$py_stamp" ]; then
+    log "installing botbuilder-python into $PY_VENV"
+    rm -rf "$PY_VENV"
+    python3 -m venv "$PY_VENV"
+    "$PY_VENV/bin/pip" install -q --disable-pip-version-check -r "$BENCH/botbuilder-python/requirements.txt"
+    echo "$py_stamp" >"$PY_VENV/.bench-stamp"
+fi
+# botbuilder-js
+JS_DIR=$CACHE/bench-js
+js_stamp=$(cat "$BENCH/botbuilder-js/package.json" "$BENCH/botbuilder-js/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [ ! -d "$JS_DIR/node_modules/botbuilder" ] || [ "$(cat "$JS_DIR/.bench-stamp" 2>/dev/null)" != "$js_stamp" ]; then
+    log "installing botbuilder-js into $JS_DIR"
+    mkdir -p "$JS_DIR"
+    cp "$BENCH/botbuilder-js/package.json" "$BENCH/botbuilder-js/package-lock.json" "$JS_DIR/"
+    (cd "$JS_DIR" && npm ci --silent --no-audit --no-fund)
+    echo "$js_stamp" >"$JS_DIR/.bench-stamp"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every one started here is stopped on exit
+
+WORK=$(mktemp -d /tmp/chatwarden-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Stops one server started by start_server (SIGTERM, then SIGKILL after 10 s).
+stop_server() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Waits until `curl` gets any HTTP answer from $1 (or exactly 200 when $2 is "ready").
+wait_http() {
+    local url=$1 want=${2:-any} code i
+    for i in $(seq 300); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+        if [ "$want" = ready ] && [ "$code" = 200 ]; then return 0; fi
+        if [ "$want" = any ] && [ "$code" != 000 ]; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# The OpenID metadata + JWKS server: python's http.server over a temp dir, on the load core.
+MPORT=$(free_port)
+METADATA_URL=http://127.0.0.1:$MPORT/v1/.well-known/openidconfiguration
+"$TOKEN_VENV/bin/python" "$BENCH/make_fixtures.py" "$REPO" "$WORK" "$MPORT" "$APP_ID"
+taskset -c "$LOAD_CPU" "$TOKEN_VENV/bin/python" -m http.server "$MPORT" --bind 127.0.0.1 --directory "$WORK/www" \
+    >"$WORK/metadata.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$MPORT/keys" || die "the OpenID metadata server did not start"
+[ "$(curl -s "$METADATA_URL" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jwks_uri"])')" \
+    = "http://127.0.0.1:$MPORT/keys" ] || die "the OpenID metadata server serves the wrong document"
+
+# ---------------------------------------------------------------------------------------------
+# The servers
+
+SERVER_PID=
+SERVER_PORT=
+
+start_server() {
+    local name=$1
+    SERVER_PORT=$(free_port)
+    case $name in
+    chatwarden)
+        (cd "$WORK" && exec env \
+            MICROSOFT_APP_ID="$APP_ID" MICROSOFT_APP_PASSWORD="$APP_PASSWORD" MICROSOFT_APP_TENANT_ID="$TENANT_ID" \
+            CHATWARDEN_OPENID_METADATA_URL="$METADATA_URL" \
+            CHATWARDEN_SERVICE_URL_ALLOWLIST=127.0.0.1 \
+            CHATWARDEN_SECURITY_TEAM_ID='19:team@thread.tacv2' \
+            CHATWARDEN_SECURITY_CHANNEL_ID='19:c0ffee@thread.tacv2' \
+            CHATWARDEN_ADMINS="$ADMINS" \
+            CHATWARDEN_DATABASE_URL="sqlite://$WORK/chatwarden.db" \
+            CHATWARDEN_LOGIN_URL=http://127.0.0.1:9 \
+            CHATWARDEN_TOKEN_SERVICE_URL=http://127.0.0.1:9 \
+            CHATWARDEN_GRAPH_URL=http://127.0.0.1:9 \
+            CHATWARDEN_MANAGEMENT_URL=http://127.0.0.1:9 \
+            CHATWARDEN_BIND="127.0.0.1:$SERVER_PORT" \
+            RUST_LOG=warn \
+            taskset -c "$SERVER_CPU" "$CHATWARDEN" serve) >"$WORK/$name.log" 2>&1 &
+        ;;
+    bare)
+        taskset -c "$SERVER_CPU" "$BARE" "$SERVER_PORT" >"$WORK/$name.log" 2>&1 &
+        ;;
+    js)
+        (cd "$BENCH/botbuilder-js" && exec env \
+            MICROSOFT_APP_ID="$APP_ID" MICROSOFT_APP_PASSWORD="$APP_PASSWORD" MICROSOFT_APP_TENANT_ID="$TENANT_ID" \
+            NODE_ENV=production NODE_PATH="$JS_DIR/node_modules" \
+            taskset -c "$SERVER_CPU" node server.js "$SERVER_PORT" "$METADATA_URL") >"$WORK/$name.log" 2>&1 &
+        ;;
+    py)
+        (cd "$BENCH/botbuilder-python" && exec env \
+            MICROSOFT_APP_ID="$APP_ID" MICROSOFT_APP_PASSWORD="$APP_PASSWORD" MICROSOFT_APP_TENANT_ID="$TENANT_ID" \
+            PYTHONDONTWRITEBYTECODE=1 \
+            taskset -c "$SERVER_CPU" "$PY_VENV/bin/python" server.py "$SERVER_PORT" "$METADATA_URL") \
+            >"$WORK/$name.log" 2>&1 &
+        ;;
+    esac
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    local ok=0
+    if [ "$name" = chatwarden ]; then
+        wait_http "http://127.0.0.1:$SERVER_PORT/readyz" ready && ok=1
+    else
+        wait_http "http://127.0.0.1:$SERVER_PORT/api/messages" && ok=1
+    fi
+    if [ "$ok" != 1 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        cat "$WORK/$name.log" >&2
+        die "$name did not start"
+    fi
+    # The PID must be the server itself (env and taskset exec), pinned to the server core.
+    local affinity
+    affinity=$(taskset -cp "$SERVER_PID" | sed 's/.*: //')
+    [ "$affinity" = "$SERVER_CPU" ] || die "$name (pid $SERVER_PID) runs on CPUs $affinity, not $SERVER_CPU"
+}
+
+post() { # token-file -> HTTP status of one POST /api/messages
+    local auth=()
+    [ -n "$1" ] && auth=(-H "Authorization: Bearer $(cat "$1")")
+    curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST "${auth[@]}" \
+        -H 'Content-Type: application/json' --data-binary @"$WORK/activity.json" \
+        "http://127.0.0.1:$SERVER_PORT/api/messages"
+}
+
+declare -A LABEL=([chatwarden]="chatwarden" [bare]="(a) bare actix-web" [js]="(b) botbuilder-js" [py]="(c) botbuilder-python")
+declare -A CHECKS RPS P50 P90 P99 PMAX CPU RSS_IDLE RSS_PEAK ERRORS THREADS
+
+# Valid token -> 2xx. Refused: a correctly signed token for another app id (must be 401 from every
+# server), a token with a forged signature and a request without a token (chatwarden must answer
+# 401; the SDKs must not accept them, and what they answer is recorded: both SDKs answer a forged
+# signature with 500, and botbuilder-python a missing token too).
+verify() {
+    local name=$1 valid aud forged none
+    valid=$(post "$WORK/token.valid")
+    if [ "$name" = bare ]; then
+        CHECKS[$name]="valid=$valid (no authentication by design)"
+        [[ $valid == 2?? ]] || die "$name answered $valid to a valid request"
+        return
+    fi
+    aud=$(post "$WORK/token.wrong-aud")
+    forged=$(post "$WORK/token.forged")
+    none=$(post "")
+    CHECKS[$name]="valid=$valid wrong-aud=$aud forged-signature=$forged no-token=$none"
+    log "$name: ${CHECKS[$name]}"
+    [[ $valid == 2?? ]] || { tail -20 "$WORK/$name.log" >&2; die "$name did not accept the valid token ($valid)"; }
+    [ "$aud" = 401 ] || die "$name did not answer 401 to a token for another app ($aud)"
+    [[ $forged != 2?? ]] || die "$name ACCEPTED a token with a forged signature ($forged)"
+    [[ $none != 2?? ]] || die "$name ACCEPTED a request without a token ($none)"
+    if [ "$name" = chatwarden ]; then
+        [ "$forged" = 401 ] || die "chatwarden answered $forged to a forged signature, not 401"
+        [ "$none" = 401 ] || die "chatwarden answered $none to a request without a token, not 401"
+    fi
+}
+
+status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+field() { sed -n "s/.*[[:space:]]$2=\\([^[:space:]]*\\).*/\\1/p" <<<" $1"; }
+
+run_wrk() { # seconds extra-args... -> output of wrk
+    local seconds=$1
+    shift
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s "$@" -s "$BENCH/post.lua" \
+        "http://127.0.0.1:$SERVER_PORT/api/messages" -- "$WORK/token.valid" "$WORK/activity.json"
+}
+
+FIXED_LINE=
+FIXED_TARGET=
+ACTIVITIES_COUNTED=
+CW_SENT=0
+
+measure() {
+    local name=$1 out result t0 t1 c0 c1 sent=1
+    log "== $name: start on CPU $SERVER_CPU"
+    start_server "$name"
+    verify "$name"
+    RSS_IDLE[$name]=$(status_kb "$SERVER_PID" VmRSS)
+    log "$name: warm-up ${WARMUP}s"
+    out=$(run_wrk "$WARMUP")
+    sent=$((sent + $(field "$(grep '^RESULT' <<<"$out")" requests)))
+    log "$name: peak run ${DURATION}s, $CONNECTIONS connections"
+    c0=$(cpu_ticks "$SERVER_PID")
+    t0=$(date +%s.%N)
+    out=$(run_wrk "$DURATION" --latency)
+    t1=$(date +%s.%N)
+    c1=$(cpu_ticks "$SERVER_PID")
+    kill -0 "$SERVER_PID" 2>/dev/null || die "$name died under load"
+    RSS_PEAK[$name]=$(status_kb "$SERVER_PID" VmHWM)
+    THREADS[$name]=$(status_kb "$SERVER_PID" Threads)
+    { echo "---- wrk, $name, ${DURATION}s, $CONNECTIONS connections"; echo "$out"; } >>"$WORK/raw.txt"
+    result=$(grep '^RESULT' <<<"$out") || die "no result from wrk for $name"
+    sent=$((sent + $(field "$result" requests)))
+    RPS[$name]=$(field "$result" rps)
+    P50[$name]=$(field "$result" p50_us)
+    P90[$name]=$(field "$result" p90_us)
+    P99[$name]=$(field "$result" p99_us)
+    PMAX[$name]=$(field "$result" max_us)
+    ERRORS[$name]=$(($(field "$result" connect_errors) + $(field "$result" read_errors) + $(field "$result" write_errors) \
+        + $(field "$result" status_errors) + $(field "$result" timeouts)))
+    CPU[$name]=$(python3 -c "print(f'{($c1 - $c0) / $CLK_TCK / ($t1 - $t0) * 100:.0f}')")
+    log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} us, p99 ${P99[$name]} us, errors ${ERRORS[$name]}"
+
+    if [ "$name" = chatwarden ]; then
+        FIXED_TARGET=$(python3 -c "print(int(${RPS[$name]} * $FIXED_SHARE / 100))")
+        log "chatwarden: fixed rate $FIXED_TARGET req/s (${FIXED_SHARE}% of peak) for ${DURATION}s"
+        FIXED_LINE=$(taskset -c "$LOAD_CPU" "$LOADGEN" "127.0.0.1:$SERVER_PORT" /api/messages "$FIXED_TARGET" "$DURATION" \
+            "$CONNECTIONS" "$WORK/token.valid" "$WORK/activity.json")
+        { echo "---- endpoint-loadgen, chatwarden, fixed rate"; echo "$FIXED_LINE"; } >>"$WORK/raw.txt"
+        log "chatwarden: $FIXED_LINE"
+        CW_SENT=$((sent + $(field "$FIXED_LINE" completed)))
+        # Every request went through authentication into the bot as a messageReaction.
+        ACTIVITIES_COUNTED=$(curl -s "http://127.0.0.1:$SERVER_PORT/metrics" |
+            awk '/^chatwarden_activities_total\{/ && /messageReaction/ && /"ok"/ { print $2 }')
+        { echo "---- chatwarden /metrics after the runs"; curl -s "http://127.0.0.1:$SERVER_PORT/metrics" |
+            grep -E '^chatwarden_(activities|auth|inbound|requests)' || true; } >>"$WORK/raw.txt"
+    fi
+    stop_server "$SERVER_PID"
+    if grep -qiE 'error|panic|traceback' "$WORK/$name.log"; then
+        { echo "---- $name log (errors)"; grep -iE 'error|panic|traceback' "$WORK/$name.log" | sort | uniq -c | head -20; } >>"$WORK/raw.txt"
+    fi
+}
+
+: >"$WORK/raw.txt"
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+for name in chatwarden bare js py; do
+    measure "$name"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+ms() { python3 -c "print(f'{$1 / 1000:.2f}')"; }
+mib() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
+ratio() { python3 -c "print(f'{${RPS[chatwarden]} / $1:.2f}')"; }
+
+report() {
+    echo "chatwarden endpoint benchmark, $STAMP"
+    echo "POST /api/messages, Teams messageReaction + valid RS256 Bot Framework token, loopback"
+    echo "server on CPU $SERVER_CPU, load generator on CPU $LOAD_CPU; wrk -t1 -c$CONNECTIONS, warm-up ${WARMUP}s, run ${DURATION}s"
+    echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, $(uname -r); load average before: $LOADAVG"
+    echo "versions: $(rustc --version), node $(node --version), $("$PY_VENV/bin/python" --version), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)," \
+        "botbuilder-js $(node -p "require('$JS_DIR/node_modules/botbuilder/package.json').version"), botbuilder-python $("$PY_VENV/bin/pip" show botbuilder-core 2>/dev/null | awk '/^Version/ {print $2}')"
+    echo
+    printf '%-24s %10s %8s %8s %8s %8s %8s %9s %9s %7s\n' server 'req/s' 'p50 ms' 'p90 ms' 'p99 ms' 'max ms' 'srv CPU' 'idle MiB' 'peak MiB' errors
+    local name
+    for name in chatwarden bare js py; do
+        printf '%-24s %10.0f %8s %8s %8s %8s %7s%% %9s %9s %7s\n' "${LABEL[$name]}" "${RPS[$name]}" \
+            "$(ms "${P50[$name]}")" "$(ms "${P90[$name]}")" "$(ms "${P99[$name]}")" "$(ms "${PMAX[$name]}")" "${CPU[$name]}" \
+            "$(mib "${RSS_IDLE[$name]}")" "$(mib "${RSS_PEAK[$name]}")" "${ERRORS[$name]}"
+    done
+    echo "(idle = VmRSS after the checks, before load; peak = VmHWM after the run; srv CPU = server CPU time / wall time;"
+    echo " errors = socket errors + timeouts + HTTP >= 400 during the run)"
+    echo
+    echo "requests/s ratios:"
+    echo "  chatwarden / (a) bare actix-web      = $(ratio "${RPS[bare]}")"
+    echo "  chatwarden / (b) botbuilder-js       = $(ratio "${RPS[js]}")"
+    echo "  chatwarden / (c) botbuilder-python   = $(ratio "${RPS[py]}")"
+    echo
+    echo "chatwarden at a fixed rate of ${FIXED_SHARE}% of its peak (bench/loadgen, open loop, latency from the scheduled send time):"
+    echo "  target $(field "$FIXED_LINE" target_rps) req/s, achieved $(field "$FIXED_LINE" achieved_rps) req/s," \
+        "ok $(field "$FIXED_LINE" ok), failed $(($(field "$FIXED_LINE" bad_status) + $(field "$FIXED_LINE" errors)))"
+    echo "  p50 $(ms "$(field "$FIXED_LINE" p50_us)") ms, p90 $(ms "$(field "$FIXED_LINE" p90_us)") ms," \
+        "p99 $(ms "$(field "$FIXED_LINE" p99_us)") ms, p99.9 $(ms "$(field "$FIXED_LINE" p999_us)") ms, max $(ms "$(field "$FIXED_LINE" max_us)") ms"
+    echo
+    echo "authentication checks (HTTP status per token) and server threads after the run:"
+    for name in chatwarden bare js py; do
+        printf '  %-24s %s; threads=%s\n' "${LABEL[$name]}" "${CHECKS[$name]}" "${THREADS[$name]}"
+    done
+    echo "chatwarden's /metrics: ${ACTIVITIES_COUNTED:-none} messageReaction activities handled ok;" \
+        "valid requests answered to the load generators and checks: $CW_SENT"
+    echo "  (the counter can be higher by the requests still in flight when a wrk run ended: at most $CONNECTIONS per run)"
+}
+
+mkdir -p "$BENCH/results"
+{
+    report
+    echo
+    echo "================ raw output"
+    cat "$WORK/raw.txt"
+} >"$RESULTS"
+report
+echo
+echo "raw results: $RESULTS"
