@@ -1,6 +1,6 @@
 //! The `VerifiedActivity` extractor: the only way a handler can obtain an activity.
 //!
-//! It reads the body (bounded by the configured limit), authenticates the request with
+//! It reads the body (bounded by the configured limit, unparsed), authenticates the request with
 //! [`ChannelAuthenticator`] (unless local mode turned auth off), parses the activity, binds the
 //! token to it and checks its `serviceUrl` against the allowlist. Every rejection is counted,
 //! logged without the token, and answered before any outbound request is made.
@@ -123,8 +123,10 @@ impl FromRequest for VerifiedActivity {
                 ApiError::Internal
             })?;
             refuse_declared_oversize(&req, gate.max_body_bytes)?;
-            let token = gate.authenticate(&req).await?;
+            // The (bounded) body is read before a refusal so that the client receives the answer
+            // instead of a reset connection; nothing in it is looked at until the token passes.
             let body = read_body(&mut payload, gate.max_body_bytes).await?;
+            let token = gate.authenticate(&req).await?;
             gate.admit(&req, token, &body)
         })
     }
