@@ -162,10 +162,8 @@ async fn main() {
     assert_eq!(results.len(), targets);
     let done = results.iter().filter(|r| r.status == TargetStatus::Done).count();
     assert_eq!(done, targets, "every target removed");
-    let (throttled_ours, requests_ours) = {
-        let l = limits.lock().unwrap();
-        (l.throttled, graph.received_requests().await.unwrap().len())
-    };
+    let throttled_ours = limits.lock().unwrap().throttled;
+    let requests_ours = graph.received_requests().await.unwrap().len();
 
     // The one-call-at-a-time loop, against a fresh fake (same limits, same latency).
     *limits.lock().unwrap() = Limits::default();
