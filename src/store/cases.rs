@@ -85,6 +85,16 @@ fn case_from_row(row: &AnyRow) -> Result<Case, StoreError> {
     })
 }
 
+fn event_from_row(row: &AnyRow) -> Result<CaseEvent, StoreError> {
+    Ok(CaseEvent {
+        at: row.try_get("at")?,
+        actor_oid: row.try_get("actor_oid")?,
+        actor_name: row.try_get("actor_name")?,
+        kind: row.try_get("kind")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
 fn target_from_row(row: &AnyRow) -> Result<Target, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Target {
@@ -259,17 +269,7 @@ impl Store {
             .bind(case_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CaseEvent {
-                    at: row.try_get("at")?,
-                    actor_oid: row.try_get("actor_oid")?,
-                    actor_name: row.try_get("actor_name")?,
-                    kind: row.try_get("kind")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     /// Records a refusal or any other event (a `None` case for refusals that concern no case).
@@ -294,17 +294,7 @@ impl Store {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CaseEvent {
-                    at: row.try_get("at")?,
-                    actor_oid: row.try_get("actor_oid")?,
-                    actor_name: row.try_get("actor_name")?,
-                    kind: row.try_get("kind")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     /// Remembers where a case's card was posted.
