@@ -6,6 +6,7 @@
 //! `done`); 401 = the approver's token is evicted and the call retried once; every other error
 //! fails the target with the reason spelled out.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -52,6 +53,44 @@ pub fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String
 pub struct GraphExecutor {
     graph: Arc<GraphClient>,
     tokens: Arc<DelegatedTokens>,
+    items_per_second: usize,
+}
+
+/// Graph's documented limit for Teams writes per app per tenant.
+pub const TENANT_WRITES_PER_SECOND: usize = 30;
+
+/// Paces batched writes to a number of items per sliding second, so a bulk case runs at
+/// Graph's limit instead of provoking a storm of 429s (the ones that still come are retried
+/// after their `Retry-After`).
+struct Pacer {
+    per_second: usize,
+    sent: std::collections::VecDeque<(tokio::time::Instant, usize)>,
+}
+
+impl Pacer {
+    fn new(per_second: usize) -> Self {
+        Self { per_second: per_second.max(1), sent: std::collections::VecDeque::new() }
+    }
+
+    /// Waits until at least one item may go, and says how many (at most `max`).
+    async fn room(&mut self, max: usize) -> usize {
+        loop {
+            let now = tokio::time::Instant::now();
+            while self.sent.front().is_some_and(|(at, _)| now.duration_since(*at) >= std::time::Duration::from_secs(1)) {
+                self.sent.pop_front();
+            }
+            let in_window: usize = self.sent.iter().map(|(_, n)| n).sum();
+            if in_window < self.per_second {
+                return (self.per_second - in_window).min(max);
+            }
+            let oldest = self.sent.front().map(|(at, _)| *at).unwrap_or(now);
+            tokio::time::sleep_until(oldest + std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    fn sent(&mut self, items: usize) {
+        self.sent.push_back((tokio::time::Instant::now(), items));
+    }
 }
 
 fn failed_all(targets: &[&Target], detail: &str) -> Vec<TargetResult> {
@@ -68,9 +107,10 @@ fn failed_all(targets: &[&Target], detail: &str) -> Vec<TargetResult> {
 }
 
 impl GraphExecutor {
-    /// An executor calling `graph` with tokens from `tokens`.
+    /// An executor calling `graph` with tokens from `tokens`, pacing bulk writes to Graph's
+    /// limit of [`TENANT_WRITES_PER_SECOND`].
     pub fn new(graph: Arc<GraphClient>, tokens: Arc<DelegatedTokens>) -> Self {
-        Self { graph, tokens }
+        Self { graph, tokens, items_per_second: TENANT_WRITES_PER_SECOND }
     }
 
     /// Runs `call` with the approver's token; on 401 evicts the cached token and retries once.
@@ -163,65 +203,114 @@ impl GraphExecutor {
         }
     }
 
+    /// Runs many targets through `$batch`, paced to Graph's limit; throttled items go back in
+    /// the queue until their `Retry-After` has passed, and are paced like every other send.
     async fn batched(&self, kind: CaseKind, approver: &Actor, token: &mut SecretString, work: Vec<(&Target, String)>) -> Vec<TargetResult> {
-        let mut results = Vec::with_capacity(work.len());
-        for chunk in work.chunks(MAX_BATCH) {
-            let items: Vec<BatchItem> = chunk
-                .iter()
-                .map(|(target, oid)| match (&target.thread_id, kind) {
-                    (Some(thread), CaseKind::RemoveChat | CaseKind::RemoveExternal) => BatchItem {
-                        id: target.position.to_string(),
-                        method: "POST",
-                        url: remove_access_path(thread),
-                        body: Some(remove_access_body(oid, &target.user_tenant_id)),
-                    },
-                    _ => BatchItem { id: target.position.to_string(), method: "POST", url: revoke_path(oid), body: None },
-                })
-                .collect();
-            let version = if kind == CaseKind::RevokeSessions { "v1.0" } else { "beta" };
-            let graph = &self.graph;
-            let mut outcome = self
-                .with_token(approver, token, |t| {
-                    let items = items.clone();
-                    async move { graph.batch(&t, version, &items).await }
-                })
-                .await;
-            // Items refused with 401 inside the batch: one retry of those items with a fresh token.
-            if let Ok(outcomes) = &outcome {
-                let unauthorised: Vec<BatchItem> =
-                    items.iter().filter(|i| outcomes.iter().any(|o| o.id == i.id && o.status == 401)).cloned().collect();
-                if !unauthorised.is_empty() {
-                    self.tokens.evict(&approver.oid).await;
-                    if let Ok(Some(fresh)) = self.tokens.token_for(approver).await {
-                        *token = fresh;
-                        if let Ok(retried) = self.graph.batch(token, version, &unauthorised).await {
-                            let mut merged: Vec<_> = outcomes.iter().filter(|o| o.status != 401).cloned().collect();
-                            merged.extend(retried);
-                            outcome = Ok(merged);
+        let version = if kind == CaseKind::RevokeSessions { "v1.0" } else { "beta" };
+        let max_attempts = self.graph.retry_policy().max_attempts.max(1);
+        let item = |index: usize| {
+            let (target, oid) = &work[index];
+            match (&target.thread_id, kind) {
+                (Some(thread), CaseKind::RemoveChat | CaseKind::RemoveExternal) => BatchItem {
+                    id: index.to_string(),
+                    method: "POST",
+                    url: remove_access_path(thread),
+                    body: Some(remove_access_body(oid, &target.user_tenant_id)),
+                },
+                _ => BatchItem { id: index.to_string(), method: "POST", url: revoke_path(oid), body: None },
+            }
+        };
+        let start = tokio::time::Instant::now();
+        // (index into work, attempts so far, not before); kept in not-before order.
+        let mut queue: VecDeque<(usize, u32, tokio::time::Instant)> = (0..work.len()).map(|i| (i, 0, start)).collect();
+        let mut finals: Vec<Option<(u16, String)>> = vec![None; work.len()];
+        let mut pacer = Pacer::new(self.items_per_second);
+        let mut refreshed = false;
+        while let Some(&(_, _, first_ready)) = queue.front() {
+            let now = tokio::time::Instant::now();
+            if first_ready > now {
+                tokio::time::sleep_until(first_ready).await;
+                continue;
+            }
+            let ready = queue.iter().take_while(|(_, _, at)| *at <= now).count();
+            let room = pacer.room(ready.min(MAX_BATCH)).await;
+            let sending: Vec<(usize, u32, tokio::time::Instant)> = queue.drain(..room.min(ready)).collect();
+            pacer.sent(sending.len());
+            let items: Vec<BatchItem> = sending.iter().map(|(i, _, _)| item(*i)).collect();
+            let outcomes = match self.graph.batch_once(token, version, &items).await {
+                Ok(outcomes) => outcomes,
+                Err(failure) if failure.status == 401 && !refreshed => {
+                    refreshed = true;
+                    if self.refresh_token(approver, token).await {
+                        for entry in sending.into_iter().rev() {
+                            queue.push_front(entry);
                         }
+                    } else {
+                        for (i, _, _) in sending {
+                            finals[i] = Some((401, failure.code.clone()));
+                        }
+                    }
+                    continue;
+                }
+                Err(failure) => {
+                    for (i, _, _) in sending {
+                        finals[i] = Some((failure.status, failure.code.clone()));
+                    }
+                    continue;
+                }
+            };
+            let mut unauthorised = Vec::new();
+            for ((i, attempts, _), outcome) in sending.into_iter().zip(outcomes) {
+                if outcome.retryable() && attempts + 1 < max_attempts {
+                    let wait = outcome.retry_after.unwrap_or_else(|| crate::outbound::backoff(&self.graph.retry_policy(), attempts + 1));
+                    queue.push_back((i, attempts + 1, tokio::time::Instant::now() + wait));
+                } else if outcome.status == 401 && !refreshed {
+                    unauthorised.push((i, attempts, tokio::time::Instant::now()));
+                } else {
+                    finals[i] = Some((outcome.status, outcome.code));
+                }
+            }
+            if !unauthorised.is_empty() {
+                refreshed = true;
+                if self.refresh_token(approver, token).await {
+                    for entry in unauthorised.into_iter().rev() {
+                        queue.push_front(entry);
+                    }
+                } else {
+                    for (i, _, _) in unauthorised {
+                        finals[i] = Some((401, "sign-in expired".into()));
                     }
                 }
             }
-            for (target, oid) in chunk {
-                let (status_code, code) = match &outcome {
-                    Ok(outcomes) => outcomes
-                        .iter()
-                        .find(|o| o.id == target.position.to_string())
-                        .map(|o| (o.status, o.code.clone()))
-                        .unwrap_or((0, "missing from batch response".into())),
-                    Err(failure) => (failure.status, failure.code.clone()),
-                };
+            // Keep the queue in not-before order (re-queued items may be due earlier than others).
+            queue.make_contiguous().sort_by_key(|(_, _, at)| *at);
+        }
+        work.iter()
+            .zip(finals)
+            .map(|((target, oid), outcome)| {
+                let (status_code, code) = outcome.unwrap_or((0, "never sent".into()));
                 let (status, detail) = explain(kind, status_code, &code);
-                results.push(TargetResult {
+                TargetResult {
                     position: target.position,
                     status,
                     graph_status: (status_code != 0).then_some(i64::from(status_code)),
                     detail,
                     user_oid: Some(oid.clone()),
-                });
+                }
+            })
+            .collect()
+    }
+
+    /// Drops the approver's cached token and fetches a fresh one; false when there is none.
+    async fn refresh_token(&self, approver: &Actor, token: &mut SecretString) -> bool {
+        self.tokens.evict(&approver.oid).await;
+        match self.tokens.token_for(approver).await {
+            Ok(Some(fresh)) => {
+                *token = fresh;
+                true
             }
+            _ => false,
         }
-        results
     }
 }
 

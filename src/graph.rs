@@ -71,6 +71,15 @@ pub struct BatchOutcome {
     pub status: u16,
     /// Graph error code for failures.
     pub code: String,
+    /// How long Graph asked to wait before sending it again (throttled items).
+    pub retry_after: Option<Duration>,
+}
+
+impl BatchOutcome {
+    /// Whether Graph asked for this item to be sent again later (429, 503, 504).
+    pub fn retryable(&self) -> bool {
+        RETRY_STATUSES.iter().any(|s| s.as_u16() == self.status)
+    }
 }
 
 #[derive(Deserialize)]
@@ -249,71 +258,96 @@ impl GraphClient {
         Ok(Some(users))
     }
 
+    /// The retry budget of this client.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Sends up to [`MAX_BATCH`] requests as one `$batch`, once: throttled items come back as
+    /// outcomes with their `Retry-After`, for the caller to send again when it chooses.
+    pub async fn batch_once(&self, token: &SecretString, version: &str, items: &[BatchItem]) -> Result<Vec<BatchOutcome>, GraphFailure> {
+        let items = &items[..items.len().min(MAX_BATCH)];
+        let url = self.url(version, "/$batch");
+        let requests: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                let mut request = json!({"id": item.id, "method": item.method, "url": item.url});
+                if let Some(body) = &item.body {
+                    request["body"] = body.clone();
+                    request["headers"] = json!({"Content-Type": "application/json"});
+                }
+                request
+            })
+            .collect();
+        let payload = json!({"requests": requests});
+        let (_, body) = self.send("batch", token, || self.http.post(url.clone()).json(&payload)).await?;
+        let parsed: BatchResponse = body
+            .and_then(|b| serde_json::from_value(b).ok())
+            .ok_or_else(|| GraphFailure { status: 200, code: "invalid batch body".into() })?;
+        let mut outcomes: HashMap<String, BatchOutcome> = HashMap::new();
+        for response in parsed.responses {
+            if !items.iter().any(|i| i.id == response.id) {
+                continue;
+            }
+            let retry_after = response
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s).min(self.retry.max_delay));
+            let outcome =
+                BatchOutcome { id: response.id.clone(), status: response.status, code: error_code(response.body.as_ref()), retry_after };
+            if !outcome.retryable() {
+                self.metrics.inc("chatwarden_graph_batch_items_total", &[("status", status_label(response.status))]);
+            } else {
+                self.metrics.inc("chatwarden_graph_batch_items_total", &[("status", "throttled")]);
+            }
+            outcomes.insert(response.id, outcome);
+        }
+        // Items Graph did not answer at all are reported as failures, not retried blindly.
+        Ok(items
+            .iter()
+            .map(|item| {
+                outcomes.remove(&item.id).unwrap_or_else(|| BatchOutcome {
+                    id: item.id.clone(),
+                    status: 0,
+                    code: "missing from batch response".into(),
+                    retry_after: None,
+                })
+            })
+            .collect())
+    }
+
     /// Sends up to [`MAX_BATCH`] requests as one `$batch`, re-sending throttled items (honouring
     /// their `Retry-After`) up to the retry budget. Returns one outcome per item.
     pub async fn batch(&self, token: &SecretString, version: &str, items: &[BatchItem]) -> Result<Vec<BatchOutcome>, GraphFailure> {
-        let mut outcomes: HashMap<String, BatchOutcome> = HashMap::new();
-        let mut pending: Vec<&BatchItem> = items.iter().take(MAX_BATCH).collect();
-        let url = self.url(version, "/$batch");
+        let items = &items[..items.len().min(MAX_BATCH)];
+        let mut finished: HashMap<String, BatchOutcome> = HashMap::new();
+        let mut pending: Vec<BatchItem> = items.to_vec();
         let mut round = 1;
         while !pending.is_empty() {
-            let requests: Vec<Value> = pending
-                .iter()
-                .map(|item| {
-                    let mut request = json!({"id": item.id, "method": item.method, "url": item.url});
-                    if let Some(body) = &item.body {
-                        request["body"] = body.clone();
-                        request["headers"] = json!({"Content-Type": "application/json"});
-                    }
-                    request
-                })
-                .collect();
-            let payload = json!({"requests": requests});
-            let (_, body) = self.send("batch", token, || self.http.post(url.clone()).json(&payload)).await?;
-            let parsed: BatchResponse = body
-                .and_then(|b| serde_json::from_value(b).ok())
-                .ok_or_else(|| GraphFailure { status: 200, code: "invalid batch body".into() })?;
-            let mut throttled = Vec::new();
+            let outcomes = self.batch_once(token, version, &pending).await?;
             let mut wait = Duration::ZERO;
-            for response in parsed.responses {
-                let Some(item) = pending.iter().find(|i| i.id == response.id) else { continue };
-                let retryable = RETRY_STATUSES.iter().any(|s| s.as_u16() == response.status);
-                if retryable && round < self.retry.max_attempts {
-                    let after = response
-                        .headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-                        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(|s| Duration::from_secs_f64(s).min(self.retry.max_delay))
-                        .unwrap_or_else(|| crate::outbound::backoff(&self.retry, round));
-                    wait = wait.max(after);
-                    throttled.push(*item);
+            let mut again = Vec::new();
+            for outcome in outcomes {
+                if outcome.retryable() && round < self.retry.max_attempts {
+                    wait = wait.max(outcome.retry_after.unwrap_or_else(|| crate::outbound::backoff(&self.retry, round)));
+                    if let Some(item) = pending.iter().find(|i| i.id == outcome.id) {
+                        again.push(item.clone());
+                    }
                 } else {
-                    self.metrics.inc("chatwarden_graph_batch_items_total", &[("status", status_label(response.status))]);
-                    outcomes.insert(
-                        response.id.clone(),
-                        BatchOutcome { id: response.id, status: response.status, code: error_code(response.body.as_ref()) },
-                    );
+                    finished.insert(outcome.id.clone(), outcome);
                 }
             }
-            // Items Graph did not answer at all are reported as failures, not retried blindly.
-            for item in &pending {
-                if !outcomes.contains_key(&item.id) && !throttled.iter().any(|t| t.id == item.id) {
-                    outcomes.insert(
-                        item.id.clone(),
-                        BatchOutcome { id: item.id.clone(), status: 0, code: "missing from batch response".into() },
-                    );
-                }
-            }
-            if !throttled.is_empty() {
-                tracing::debug!(items = throttled.len(), wait_ms = wait.as_millis() as u64, "re-sending throttled batch items");
+            if !again.is_empty() {
+                tracing::debug!(items = again.len(), wait_ms = wait.as_millis() as u64, "re-sending throttled batch items");
                 tokio::time::sleep(wait).await;
             }
-            pending = throttled;
+            pending = again;
             round += 1;
         }
-        Ok(items.iter().take(MAX_BATCH).filter_map(|item| outcomes.remove(&item.id)).collect())
+        Ok(items.iter().filter_map(|item| finished.remove(&item.id)).collect())
     }
 }
 
