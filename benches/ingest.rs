@@ -46,12 +46,16 @@ async fn run(name: &str, url: &str, count: usize) {
     let store = Store::connect(url).await.unwrap();
     let raw: Vec<String> = (0..count).map(record).collect();
     let started = Instant::now();
+    let mut parsing = Duration::ZERO;
     for chunk in raw.chunks(500) {
+        let t = Instant::now();
         let records: Vec<AuditRecord> = chunk.iter().map(|r| AuditRecord::parse(serde_json::from_str(r).unwrap()).unwrap()).collect();
+        parsing += t.elapsed();
         let fresh = store.insert_audit_batch(&records, now_ms()).await.unwrap();
         assert!(fresh.iter().all(|f| *f));
     }
     let elapsed = started.elapsed();
+    eprintln!("{name}: parsing {:.2} s of {:.2} s", parsing.as_secs_f64(), elapsed.as_secs_f64());
     // Every record again: all duplicates, nothing stored twice.
     let records: Vec<AuditRecord> =
         raw[..500.min(count)].iter().map(|r| AuditRecord::parse(serde_json::from_str(r).unwrap()).unwrap()).collect();
