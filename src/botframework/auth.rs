@@ -9,6 +9,7 @@
 //! the key, and the `serviceurl` claim must equal the activity's `serviceUrl`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
@@ -17,6 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::activity::Activity;
@@ -124,10 +126,32 @@ struct UnverifiedClaims {
 struct ChannelClaims {
     #[serde(default)]
     serviceurl: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+}
+
+/// A signature that verified, remembered by the SHA-256 of the whole token so that the same
+/// Connector token (reused for every activity during its hour) is not RSA-verified again.
+/// Time claims are still checked on every use.
+struct Verified {
+    token: VerifiedToken,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// How long a verification is remembered at most (the token's own `exp` still applies).
+const VERIFIED_TTL: Duration = Duration::from_secs(600);
+/// Most verifications remembered.
+const VERIFIED_CAPACITY: u64 = 10_000;
+
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A token whose signature and claims verified; it still has to be bound to its activity.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VerifiedToken {
     service_url: Option<String>,
     endorsements: Vec<String>,
@@ -137,6 +161,7 @@ pub struct VerifiedToken {
 pub struct ChannelAuthenticator {
     keys: Arc<KeyStore>,
     validation: Validation,
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
 }
 
 impl ChannelAuthenticator {
@@ -149,7 +174,8 @@ impl ChannelAuthenticator {
         validation.set_issuer(&[CHANNEL_ISSUER]);
         validation.set_audience(&[app_id]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        Self { keys, validation }
+        let verified = moka::sync::Cache::builder().max_capacity(VERIFIED_CAPACITY).time_to_live(VERIFIED_TTL).build();
+        Self { keys, validation, verified }
     }
 
     /// The key store behind this authenticator.
@@ -160,6 +186,18 @@ impl ChannelAuthenticator {
     /// Verifies the bearer token of a request.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<VerifiedToken, AuthRejection> {
         let token = bearer_token(headers)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.verified.get(&digest) {
+            let now = now_seconds();
+            if now > known.exp.saturating_add(CLOCK_SKEW_SECONDS) {
+                self.verified.invalidate(&digest);
+                return Err(AuthRejection::Expired);
+            }
+            if known.nbf.is_some_and(|nbf| nbf > now.saturating_add(CLOCK_SKEW_SECONDS)) {
+                return Err(AuthRejection::NotYetValid);
+            }
+            return Ok(known.token.clone());
+        }
         let kid = precheck_token(token)?;
         let key = self.keys.get(&kid).await.map_err(|err| match err {
             KeyLookupError::Unknown => AuthRejection::UnknownKey,
@@ -177,7 +215,11 @@ impl ChannelAuthenticator {
             }
             _ => AuthRejection::MalformedToken,
         })?;
-        Ok(VerifiedToken { service_url: data.claims.serviceurl, endorsements: key.endorsements.clone() })
+        let verified = VerifiedToken { service_url: data.claims.serviceurl, endorsements: key.endorsements.clone() };
+        if let Some(exp) = data.claims.exp {
+            self.verified.insert(digest, Arc::new(Verified { token: verified.clone(), exp, nbf: data.claims.nbf }));
+        }
+        Ok(verified)
     }
 }
 

@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+const CLOCK_SKEW: u64 = chatwarden::botframework::auth::CLOCK_SKEW_SECONDS;
+
 async fn assert_rejected(app: &TestApp, token: Option<&str>, body: &Value, status: u16, code: &str) {
     let metadata_before = app.metadata_fetches().await;
     let response = app.post_activity(token, body).await;
@@ -366,4 +368,33 @@ async fn malformed_json_with_a_valid_token_is_refused_with_400() {
         assert_eq!(error["error"]["code"], "bad_json");
     }
     app.assert_no_outbound().await;
+}
+
+#[tokio::test]
+async fn a_remembered_verification_still_expires_with_its_token() {
+    let app = spawn_app().await;
+    app.mount_reply().await;
+    let url = app.service_url();
+    let mut claims = valid_claims(&url);
+    // Valid only thanks to the leeway, for about one more second.
+    claims["exp"] = json!(now() - CLOCK_SKEW + 1);
+    let token = sign(TEAMS_KID, TEAMS_KEY_PEM, &claims);
+    assert_eq!(app.post_activity(Some(&token), &message(&url, "/help")).await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let response = app.post_activity(Some(&token), &message(&url, "/help")).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "expired");
+}
+
+#[tokio::test]
+async fn a_remembered_verification_is_still_bound_to_each_activity() {
+    let app = spawn_app().await;
+    app.mount_reply().await;
+    let url = app.service_url();
+    let token = valid_token(&url);
+    assert_eq!(app.post_activity(Some(&token), &message(&url, "/help")).await.status(), 200);
+    // The same (now remembered) token with an activity pointing elsewhere is still refused.
+    let response = app.post_activity(Some(&token), &message("https://smba.trafficmanager.net/emea/", "/help")).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "service_url_mismatch");
 }
