@@ -14,7 +14,7 @@ use secrecy::SecretString;
 
 use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
 use crate::execution::{CaseExecutor, TargetResult};
-use crate::graph::{BatchItem, GraphClient, GraphFailure, MAX_BATCH, remove_access_body, remove_access_path, revoke_path};
+use crate::graph::{BatchItem, BatchOutcome, GraphClient, GraphFailure, MAX_BATCH, remove_access_body, remove_access_path, revoke_path};
 use crate::tokens::DelegatedTokens;
 
 /// Plain-language outcome of a Graph status for one kind of action.
@@ -239,19 +239,11 @@ impl GraphExecutor {
             let items: Vec<BatchItem> = sending.iter().map(|(i, _, _)| item(*i)).collect();
             let outcomes = match self.graph.batch_once(token, version, &items).await {
                 Ok(outcomes) => outcomes,
-                Err(failure) if failure.status == 401 && !refreshed => {
-                    refreshed = true;
-                    if self.refresh_token(approver, token).await {
-                        for entry in sending.into_iter().rev() {
-                            queue.push_front(entry);
-                        }
-                    } else {
-                        for (i, _, _) in sending {
-                            finals[i] = Some((401, failure.code.clone()));
-                        }
-                    }
-                    continue;
-                }
+                // A refused token refuses every item: handled below like per-item 401s.
+                Err(failure) if failure.status == 401 => items
+                    .iter()
+                    .map(|item| BatchOutcome { id: item.id.clone(), status: 401, code: failure.code.clone(), retry_after: None })
+                    .collect(),
                 Err(failure) => {
                     for (i, _, _) in sending {
                         finals[i] = Some((failure.status, failure.code.clone()));

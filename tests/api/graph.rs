@@ -477,3 +477,35 @@ async fn a_batch_never_carries_more_than_twenty_items() {
     let outcomes = fx.graph.batch(&token("t"), "v1.0", &items).await.unwrap();
     assert_eq!(outcomes.len(), 20);
 }
+
+#[tokio::test]
+async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("stale-token", 3600))
+        .up_to_n_times(1)
+        .mount(&fx.token_service)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("fresh-token", 3600))
+        .mount(&fx.token_service)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/beta/$batch"))
+        .and(header("authorization", "Bearer stale-token"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {"code": "InvalidAuthenticationToken"}})))
+        .mount(&fx.graph_server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/beta/$batch"))
+        .and(header("authorization", "Bearer fresh-token"))
+        .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) })
+        .mount(&fx.graph_server)
+        .await;
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
+    let results = executor.execute(&bulk_case(3)).await;
+    assert!(results.iter().all(|r| r.status == TargetStatus::Done), "{results:?}");
+    assert_eq!(fx.graph_server.received_requests().await.unwrap().len(), 2);
+}
