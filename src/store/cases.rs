@@ -130,6 +130,21 @@ async fn insert_event(
     Ok(())
 }
 
+/// `proposed -> expired` (compare-and-set) with its event; `false` when the case was no longer proposed.
+async fn expire_proposal(tx: &mut Transaction<'_, Any>, case_id: &str, now: i64) -> Result<bool, StoreError> {
+    let expired =
+        sqlx::query("UPDATE cases SET state = 'expired', updated_at = $1, version = version + 1 WHERE id = $2 AND state = 'proposed'")
+            .bind(now)
+            .bind(case_id)
+            .execute(&mut **tx)
+            .await?;
+    if expired.rows_affected() != 1 {
+        return Ok(false);
+    }
+    insert_event(tx, Some(case_id), None, "expired", Some("no decision before the deadline"), now).await?;
+    Ok(true)
+}
+
 /// Claims an activity key; `Ok(false)` when it was already claimed.
 async fn claim_activity(tx: &mut Transaction<'_, Any>, key: &str, now: i64) -> Result<bool, StoreError> {
     let result = sqlx::query("INSERT INTO processed_activities (activity_key, case_id, processed_at) VALUES ($1, NULL, $2) ON CONFLICT (activity_key) DO NOTHING")
@@ -360,16 +375,7 @@ impl Store {
                 }
             }
             Err(Refusal::Expired) => {
-                let expired = sqlx::query(
-                    "UPDATE cases SET state = 'expired', updated_at = $1, version = version + 1 WHERE id = $2 AND state = 'proposed'",
-                )
-                .bind(now)
-                .bind(case_id)
-                .execute(&mut *tx)
-                .await?;
-                if expired.rows_affected() == 1 {
-                    insert_event(&mut tx, Some(case_id), None, "expired", Some("no decision before the deadline"), now).await?;
-                }
+                expire_proposal(&mut tx, case_id, now).await?;
                 insert_event(&mut tx, Some(case_id), Some(actor), "refused", Some("decision after the deadline"), now).await?;
                 Some(Refusal::Expired)
             }
@@ -503,15 +509,7 @@ impl Store {
         let mut expired = Vec::new();
         for id in due {
             let mut tx = self.pool.begin().await?;
-            let changed = sqlx::query(
-                "UPDATE cases SET state = 'expired', updated_at = $1, version = version + 1 WHERE id = $2 AND state = 'proposed'",
-            )
-            .bind(now)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-            if changed.rows_affected() == 1 {
-                insert_event(&mut tx, Some(&id), None, "expired", Some("no decision before the deadline"), now).await?;
+            if expire_proposal(&mut tx, &id, now).await? {
                 tx.commit().await?;
                 if let Some(case) = self.case(&id).await? {
                     expired.push(case);
