@@ -138,6 +138,13 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting("CHATWARDEN_REVOKE_CEILING", "revoke_ceiling", "most users one /revoke-sessions case may cover", Some("500"), false),
     setting(
+        "CHATWARDEN_EXECUTION_LEASE_SECONDS",
+        "execution_lease_seconds",
+        "how long a case runner's claim lasts unrenewed; a crashed runner's case is resumed after it (2 to 3600)",
+        Some("60"),
+        false,
+    ),
+    setting(
         "CHATWARDEN_COMMANDS_PER_MINUTE",
         "commands_per_minute",
         "commands one admin may send per minute (0 = no limit)",
@@ -274,9 +281,17 @@ pub struct ExecutionPolicy {
     pub sweep_interval: Duration,
 }
 
+impl ExecutionPolicy {
+    /// Leases of `lease`, swept twice per lease (at most every 30 s), so a case abandoned by a
+    /// crashed runner resumes at most one and a half leases after the crash.
+    pub fn with_lease(lease: Duration) -> Self {
+        Self { lease, sweep_interval: (lease / 2).min(Duration::from_secs(30)) }
+    }
+}
+
 impl Default for ExecutionPolicy {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(300), sweep_interval: Duration::from_secs(30) }
+        Self::with_lease(Duration::from_secs(60))
     }
 }
 
@@ -458,6 +473,7 @@ impl Config {
             format!("CHATWARDEN_AUDIT_POLL_MINUTES   = {}", self.audit_poll.map_or(0, |d| d.as_secs() / 60)),
             format!("CHATWARDEN_AUDIT_LOOKBACK_HOURS = {}", self.audit_lookback.as_secs() / 3600),
             format!("CHATWARDEN_REVOKE_CEILING       = {}", self.revoke_ceiling),
+            format!("CHATWARDEN_EXECUTION_LEASE_SECONDS = {}", self.execution.lease.as_secs()),
             format!("CHATWARDEN_COMMANDS_PER_MINUTE  = {}", self.commands_per_minute),
             format!("CHATWARDEN_ALERTS_PER_MINUTE    = {}", self.alerts_per_minute),
             format!("CHATWARDEN_CASE_TTL_HOURS       = {}", self.case_ttl.as_secs() / 3600),
@@ -778,6 +794,15 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     };
 
+    let lease_text = value_or_default(&raw, "CHATWARDEN_EXECUTION_LEASE_SECONDS").trim().to_owned();
+    let execution = match lease_text.parse::<u64>() {
+        Ok(seconds) if (2..=3600).contains(&seconds) => ExecutionPolicy::with_lease(Duration::from_secs(seconds)),
+        _ => {
+            raw.problem("CHATWARDEN_EXECUTION_LEASE_SECONDS", format!("`{lease_text}` must be a number of seconds from 2 to 3600"));
+            ExecutionPolicy::default()
+        }
+    };
+
     let per_minute = |raw: &mut RawSettings, env: &'static str| -> u32 {
         let text = value_or_default(raw, env).trim().to_owned();
         match text.parse::<u32>() {
@@ -828,7 +853,7 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         audit_lookback,
         case_ttl,
         require_second_approver,
-        execution: ExecutionPolicy::default(),
+        execution,
         key_refresh: KeyRefreshPolicy::default(),
         retry: RetryPolicy::default(),
     })
@@ -915,6 +940,24 @@ mod tests {
         let file = "admins = [\"AAAAAAAA-1111-4a1b-9c2d-3e4f5a6b7c8d\", \"bbbbbbbb-1111-4a1b-9c2d-3e4f5a6b7c8d\"]\n";
         let config = load(Mode::Serve, Some(file), &env).unwrap();
         assert_eq!(config.security.admins, ["aaaaaaaa-1111-4a1b-9c2d-3e4f5a6b7c8d", "bbbbbbbb-1111-4a1b-9c2d-3e4f5a6b7c8d"]);
+    }
+
+    #[test]
+    fn the_execution_lease_defaults_to_a_minute_and_sets_the_sweep() {
+        let config = load(Mode::Serve, None, &serve_env()).unwrap();
+        assert_eq!(config.execution.lease, Duration::from_secs(60));
+        assert_eq!(config.execution.sweep_interval, Duration::from_secs(30));
+        let mut env = serve_env();
+        env.insert("CHATWARDEN_EXECUTION_LEASE_SECONDS", "4".into());
+        let config = load(Mode::Serve, None, &env).unwrap();
+        assert_eq!(config.execution.lease, Duration::from_secs(4));
+        assert_eq!(config.execution.sweep_interval, Duration::from_secs(2));
+        for bad in ["1", "3601", "soon", "-5"] {
+            env.insert("CHATWARDEN_EXECUTION_LEASE_SECONDS", bad.into());
+            let text = load(Mode::Serve, None, &env).unwrap_err().to_string();
+            assert!(text.contains("CHATWARDEN_EXECUTION_LEASE_SECONDS: `"), "{bad}: {text}");
+            assert!(text.contains("must be a number of seconds from 2 to 3600"), "{bad}: {text}");
+        }
     }
 
     #[test]

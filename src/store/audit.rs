@@ -4,20 +4,23 @@
 
 use sqlx::{Any, Row as _};
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::audit::record::AuditRecord;
 
 /// Most records one lookup returns.
 const LOOKUP_LIMIT: i64 = 5_000;
 
-/// Records per multi-row insert (7 parameters each, well under SQLite's and PostgreSQL's limits).
+/// Records per multi-row insert (7 parameters each, well under SQLite's 32,766 and PostgreSQL's
+/// 65,535 parameters per statement).
 const RECORDS_PER_STATEMENT: usize = 500;
-/// People rows per multi-row insert (6 parameters each).
-const PEOPLE_PER_STATEMENT: usize = 1_000;
+/// Lookup keys per multi-row insert (2 parameters each).
+const KEYS_PER_STATEMENT: usize = 4_000;
 
-/// `($1, $2), ($3, $4), ...` for `rows` rows of `columns` values (numbered placeholders work on
-/// both SQLite and PostgreSQL).
-fn placeholders(rows: usize, columns: usize) -> String {
+/// The value list of a multi-row insert of `rows` rows of `columns` values: `(?, ?), (?, ?), ...`
+/// on SQLite, `($1, $2), ($3, $4), ...` on PostgreSQL (which has no `?`). SQLite needs the
+/// anonymous form: binding a numbered parameter looks its name up in a list, which makes a
+/// statement with thousands of `$N` parameters quadratic to bind.
+fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -28,46 +31,39 @@ fn placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(row * columns + column + 1).to_string());
+                }
+            }
         }
         sql.push(')');
     }
     sql
 }
 
-/// The people a record names: internal members, the actor, and external tenants and domains.
-fn people_of(record: &AuditRecord) -> Vec<(&'static str, [Option<String>; 4])> {
-    let lower = |v: Option<&str>| v.map(str::to_ascii_lowercase);
-    let mut people = Vec::new();
+/// The lookup keys of a record: `u:` + each member's and the actor's object id and UPN, `p:` +
+/// each external tenant id and domain; lower case, each once.
+fn lookup_keys(record: &AuditRecord) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    let mut user = |value: Option<&str>| {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            keys.insert(format!("u:{}", value.to_ascii_lowercase()));
+        }
+    };
     for member in record.internal_members() {
-        people.push((
-            "internal",
-            [
-                lower(member.user_object_id.as_deref()),
-                lower(member.upn.as_deref()),
-                lower(member.organization_id.as_deref()),
-                member.upn.as_deref().and_then(AuditRecord::domain_of),
-            ],
-        ));
+        user(member.user_object_id.as_deref());
+        user(member.upn.as_deref());
     }
-    people.push((
-        "actor",
-        [
-            lower(record.user_key.as_deref()),
-            lower(record.user_id.as_deref()),
-            None,
-            record.user_id.as_deref().and_then(AuditRecord::domain_of),
-        ],
-    ));
+    user(record.user_key.as_deref());
+    user(record.user_id.as_deref());
     let parties = record.external_parties();
-    for tenant in parties.tenant_ids {
-        people.push(("external", [None, None, Some(tenant), None]));
+    for party in parties.tenant_ids.into_iter().chain(parties.domains) {
+        keys.insert(format!("p:{}", party.to_ascii_lowercase()));
     }
-    for domain in parties.domains {
-        people.push(("external", [None, None, None, Some(domain)]));
-    }
-    people
+    keys
 }
 
 impl Store {
@@ -85,7 +81,7 @@ impl Store {
             let sql = format!(
                 "INSERT INTO audit_records (id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at) VALUES {} \
                  ON CONFLICT (id) DO NOTHING RETURNING id",
-                placeholders(chunk.len(), 7)
+                placeholders(self.backend(), chunk.len(), 7)
             );
             let mut insert = sqlx::query_scalar::<Any, String>(&sql);
             for record in chunk {
@@ -99,25 +95,16 @@ impl Store {
                     .bind(now);
             }
             let inserted: std::collections::HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
-            let mut people: Vec<(String, &'static str, [Option<String>; 4])> = Vec::new();
+            let mut keys: Vec<(String, &str)> = Vec::new();
             let mut seen_in_chunk = std::collections::HashSet::new();
-            for record in chunk.iter().filter(|r| inserted.contains(&r.id) && seen_in_chunk.insert(r.id.clone())) {
-                people.extend(people_of(record).into_iter().map(|(side, person)| (record.id.clone(), side, person)));
+            for record in chunk.iter().filter(|r| inserted.contains(&r.id) && seen_in_chunk.insert(r.id.as_str())) {
+                keys.extend(lookup_keys(record).into_iter().map(|key| (key, record.id.as_str())));
             }
-            for rows in people.chunks(PEOPLE_PER_STATEMENT) {
-                let sql = format!(
-                    "INSERT INTO audit_people (record_id, side, user_oid, upn, tenant_id, domain) VALUES {}",
-                    placeholders(rows.len(), 6)
-                );
+            for rows in keys.chunks(KEYS_PER_STATEMENT) {
+                let sql = format!("INSERT INTO audit_keys (lookup, record_id) VALUES {}", placeholders(self.backend(), rows.len(), 2));
                 let mut insert = sqlx::query::<Any>(&sql);
-                for (id, side, [oid, upn, tenant, domain]) in rows {
-                    insert = insert
-                        .bind(id.clone())
-                        .bind(side.to_string())
-                        .bind(oid.clone())
-                        .bind(upn.clone())
-                        .bind(tenant.clone())
-                        .bind(domain.clone());
+                for (key, id) in rows {
+                    insert = insert.bind(key.clone()).bind(id.to_string());
                 }
                 insert.execute(&mut *tx).await?;
             }
@@ -145,12 +132,10 @@ impl Store {
 
     /// Records of `chat` that name `user` (object id or UPN) as a member or as the actor.
     pub async fn audit_for_chat_user(&self, chat: &str, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        let user = user.to_ascii_lowercase();
+        let user = format!("u:{}", user.to_ascii_lowercase());
         let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE r.chat_thread_id = $1 AND r.id IN (\
-             SELECT record_id FROM audit_people WHERE user_oid = $2 AND side IN ('internal', 'actor') \
-             UNION SELECT record_id FROM audit_people WHERE upn = $2 AND side IN ('internal', 'actor')) \
-             ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $3",
+            "SELECT r.raw FROM audit_records r WHERE r.chat_thread_id = $1 \
+             AND r.id IN (SELECT record_id FROM audit_keys WHERE lookup = $2) ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $3",
         )
         .bind(chat)
         .bind(&user)
@@ -175,12 +160,10 @@ impl Store {
     /// Records that name `user` (object id or UPN, case-insensitive) as a member or the actor.
     pub async fn audit_for_user(&self, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE r.id IN (\
-             SELECT record_id FROM audit_people WHERE user_oid = $1 AND side IN ('internal', 'actor') \
-             UNION SELECT record_id FROM audit_people WHERE upn = $1 AND side IN ('internal', 'actor')) \
+            "SELECT r.raw FROM audit_records r WHERE r.id IN (SELECT record_id FROM audit_keys WHERE lookup = $1) \
              ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
         )
-        .bind(user.to_ascii_lowercase())
+        .bind(format!("u:{}", user.to_ascii_lowercase()))
         .bind(LOOKUP_LIMIT)
         .fetch_all(&self.pool)
         .await?;
@@ -189,11 +172,9 @@ impl Store {
 
     /// Records of chats involving an external tenant id or domain (case-insensitive).
     pub async fn audit_for_party(&self, party: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        let party = party.to_ascii_lowercase();
+        let party = format!("p:{}", party.to_ascii_lowercase());
         let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE r.id IN (\
-             SELECT record_id FROM audit_people WHERE tenant_id = $1 AND side = 'external' \
-             UNION SELECT record_id FROM audit_people WHERE domain = $1 AND side = 'external') \
+            "SELECT r.raw FROM audit_records r WHERE r.id IN (SELECT record_id FROM audit_keys WHERE lookup = $1) \
              ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
         )
         .bind(&party)
@@ -301,5 +282,16 @@ impl Store {
         let result = work.await;
         let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)").bind(POLL_LOCK).fetch_one(&mut *conn).await?;
         Ok(Some(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_anonymous_on_sqlite_and_numbered_on_postgres() {
+        assert_eq!(placeholders(Backend::Sqlite, 2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(placeholders(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 }

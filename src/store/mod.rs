@@ -97,7 +97,12 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; busy_timeout makes writers queue
                         // instead of failing; synchronous stays FULL: decisions must survive power loss.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
+                        // Statement journals (multi-row inserts that may stop half way) stay in
+                        // memory instead of temporary files.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -120,6 +125,13 @@ impl Store {
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Refreshes the query planner's statistics (`ANALYZE`); worth running after a large import,
+    /// before the database gathers them by itself.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        sqlx::query("ANALYZE").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Closes every connection.

@@ -295,27 +295,7 @@ async fn status_and_history_read_the_case_history() {
 async fn an_approved_case_left_behind_by_a_crash_runs_after_a_restart() {
     let database_url = sqlite_url();
     let store = Store::connect(&database_url).await.unwrap();
-    let case = chatwarden::cases::NewCase {
-        kind: chatwarden::cases::CaseKind::RemoveChat,
-        source: chatwarden::cases::CaseSource::Command,
-        tenant_id: TENANT_ID.into(),
-        requester: chatwarden::cases::Actor { oid: ADMIN_OID.into(), name: "Dana".into(), user_id: "29:dana".into() },
-        reason: None,
-        targets: vec![chatwarden::cases::NewTarget {
-            thread_id: Some(THREAD.into()),
-            user_ref: VICTIM.into(),
-            user_oid: Some(VICTIM.into()),
-            user_tenant_id: TENANT_ID.into(),
-            display_name: None,
-        }],
-        evidence: vec![],
-        no_evidence: true,
-        ttl_ms: 60_000,
-    };
-    let chatwarden::store::Created::New(case) = store.create_case(&case, None, now_ms()).await.unwrap() else { panic!() };
-    let approver = chatwarden::cases::Actor { oid: SECOND_ADMIN_OID.into(), name: "Sam".into(), user_id: "29:sam".into() };
-    let policy = chatwarden::cases::Policy { admins: None, require_second_approver: true };
-    store.decide(&case.id, &approver, chatwarden::cases::Decision::Approve, None, &policy, now_ms()).await.unwrap();
+    let case = approved_removal(&store, THREAD, VICTIM).await;
     // The process that claimed it died mid-run: its lease lapsed a moment ago.
     store.claim_for_execution(&case.id, "dead-runner", 1, now_ms() - 10).await.unwrap().unwrap();
     store.close().await;

@@ -142,6 +142,34 @@ impl RecordingExecutor {
     }
 }
 
+/// A `/remove-chat` case for (`thread`, `user`) requested by the first admin ("29:dana") and
+/// approved by the second ("29:sam"), written straight to `store` as an admin's click leaves it.
+pub async fn approved_removal(store: &chatwarden::store::Store, thread: &str, user: &str) -> Case {
+    use chatwarden::cases::{Actor, CaseKind, CaseSource, Decision, NewCase, NewTarget, Policy, now_ms};
+    let new = NewCase {
+        kind: CaseKind::RemoveChat,
+        source: CaseSource::Command,
+        tenant_id: TENANT_ID.into(),
+        requester: Actor { oid: ADMIN_OID.into(), name: "Dana".into(), user_id: "29:dana".into() },
+        reason: None,
+        targets: vec![NewTarget {
+            thread_id: Some(thread.into()),
+            user_ref: user.into(),
+            user_oid: Some(user.into()),
+            user_tenant_id: TENANT_ID.into(),
+            display_name: None,
+        }],
+        evidence: vec![],
+        no_evidence: true,
+        ttl_ms: 60_000,
+    };
+    let chatwarden::store::Created::New(case) = store.create_case(&new, None, now_ms()).await.unwrap() else { panic!("case not created") };
+    let approver = Actor { oid: SECOND_ADMIN_OID.into(), name: "Sam".into(), user_id: "29:sam".into() };
+    let policy = Policy { admins: None, require_second_approver: true };
+    store.decide(&case.id, &approver, Decision::Approve, None, &policy, now_ms()).await.unwrap();
+    *case
+}
+
 /// A fresh SQLite database file.
 pub fn sqlite_url() -> String {
     let dir = std::env::temp_dir().join("chatwarden-tests");

@@ -10,6 +10,7 @@ mod connector;
 mod graph;
 mod helpers;
 mod hostile;
+mod kill;
 mod revoke;
 mod server;
 mod signin;
