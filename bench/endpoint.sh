@@ -11,7 +11,8 @@
 #
 # Settings (environment): BENCH_SERVER_CPU (0), BENCH_LOAD_CPU (1), BENCH_WARMUP seconds (5),
 # BENCH_DURATION seconds (20), BENCH_CONNECTIONS (64), BENCH_FIXED_SHARE percent of chatwarden's
-# peak for the fixed-rate run (80), CARGO_TARGET_DIR ($HOME/.cache/chatwarden-target),
+# peak for the fixed-rate run (80), BENCH_CURVE_SHARES ("40 60 70", lower shares run for the latency
+# curve) and BENCH_CURVE_DURATION seconds (10), CARGO_TARGET_DIR ($HOME/.cache/chatwarden-target),
 # BENCH_CACHE ($HOME/.cache/chatwarden), BENCH_SKIP_BUILD=1 (use the binaries already built).
 set -euo pipefail
 
@@ -25,6 +26,8 @@ WARMUP=${BENCH_WARMUP:-5}
 DURATION=${BENCH_DURATION:-20}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 FIXED_SHARE=${BENCH_FIXED_SHARE:-80}
+CURVE_SHARES=${BENCH_CURVE_SHARES:-40 60 70}
+CURVE_DURATION=${BENCH_CURVE_DURATION:-10}
 
 APP_ID=9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3
 APP_PASSWORD=bench-app-password-not-a-secret
@@ -254,6 +257,10 @@ verify() {
 
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time the hypervisor gave to others while CPU $1 wanted to run (ticks, /proc/stat "steal").
+steal_ticks() { awk -v c="cpu$1" '$1 == c { print $9 }' /proc/stat; }
+# Time the threads of process $1 spent runnable but waiting for a CPU (ns, /proc/PID/task/*/schedstat).
+runq_wait_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%d", s }'; }
 field() { sed -n "s/.*[[:space:]]$2=\\([^[:space:]]*\\).*/\\1/p" <<<" $1"; }
 
 run_wrk() { # seconds extra-args... -> output of wrk
@@ -302,10 +309,28 @@ measure() {
     if [ "$name" = chatwarden ]; then
         FIXED_TARGET=$(python3 -c "print(int(${RPS[$name]} * $FIXED_SHARE / 100))")
         log "chatwarden: fixed rate $FIXED_TARGET req/s (${FIXED_SHARE}% of peak) for ${DURATION}s"
+        local s0 w0
+        s0=$(steal_ticks "$SERVER_CPU")
+        w0=$(runq_wait_ns "$SERVER_PID")
         FIXED_LINE=$(taskset -c "$LOAD_CPU" "$LOADGEN" "127.0.0.1:$SERVER_PORT" /api/messages "$FIXED_TARGET" "$DURATION" \
             "$CONNECTIONS" "$WORK/token.valid" "$WORK/activity.json")
+        FIXED_STEAL_MS=$((($(steal_ticks "$SERVER_CPU") - s0) * 1000 / CLK_TCK))
+        FIXED_RUNQ_MS=$((($(runq_wait_ns "$SERVER_PID") - w0) / 1000000))
         { echo "---- endpoint-loadgen, chatwarden, fixed rate"; echo "$FIXED_LINE"; } >>"$WORK/raw.txt"
         log "chatwarden: $FIXED_LINE"
+        # The same at lower shares of the peak: how p99 grows with load.
+        CURVE=()
+        local share line
+        for share in $CURVE_SHARES; do
+            s0=$(steal_ticks "$SERVER_CPU")
+            w0=$(runq_wait_ns "$SERVER_PID")
+            line=$(taskset -c "$LOAD_CPU" "$LOADGEN" "127.0.0.1:$SERVER_PORT" /api/messages \
+                "$(python3 -c "print(int(${RPS[$name]} * $share / 100))")" "$CURVE_DURATION" \
+                "$CONNECTIONS" "$WORK/token.valid" "$WORK/activity.json")
+            CURVE+=("$share $line steal_ms=$((($(steal_ticks "$SERVER_CPU") - s0) * 1000 / CLK_TCK)) runq_ms=$((($(runq_wait_ns "$SERVER_PID") - w0) / 1000000))")
+            { echo "---- endpoint-loadgen, chatwarden, ${share}% of peak, ${CURVE_DURATION}s"; echo "$line"; } >>"$WORK/raw.txt"
+            log "chatwarden at ${share}%: $line"
+        done
         CW_SENT=$((sent + $(field "$FIXED_LINE" completed)))
         # Every request went through authentication into the bot as a messageReaction.
         ACTIVITIES_COUNTED=$(curl -s "http://127.0.0.1:$SERVER_PORT/metrics" |
@@ -364,6 +389,14 @@ report() {
         "ok $(field "$FIXED_LINE" ok), failed $(($(field "$FIXED_LINE" bad_status) + $(field "$FIXED_LINE" errors)))"
     echo "  p50 $(ms "$(field "$FIXED_LINE" p50_us)") ms, p90 $(ms "$(field "$FIXED_LINE" p90_us)") ms," \
         "p99 $(ms "$(field "$FIXED_LINE" p99_us)") ms, p99.9 $(ms "$(field "$FIXED_LINE" p999_us)") ms, max $(ms "$(field "$FIXED_LINE" max_us)") ms"
+    echo "  during the run: CPU $SERVER_CPU stolen by the hypervisor ${FIXED_STEAL_MS} ms; server threads runnable but waiting for the CPU ${FIXED_RUNQ_MS} ms"
+    echo "  latency by load (${CURVE_DURATION}s each; steal and run-queue wait as above):"
+    local entry
+    for entry in "${CURVE[@]}"; do
+        printf '    %3s%% of peak: achieved %s req/s, p50 %s ms, p99 %s ms, p99.9 %s ms, max %s ms; steal %s ms, run-queue wait %s ms\n' \
+            "${entry%% *}" "$(field "$entry" achieved_rps)" "$(ms "$(field "$entry" p50_us)")" "$(ms "$(field "$entry" p99_us)")" \
+            "$(ms "$(field "$entry" p999_us)")" "$(ms "$(field "$entry" max_us)")" "$(field "$entry" steal_ms)" "$(field "$entry" runq_ms)"
+    done
     echo
     echo "authentication checks (HTTP status per token) and server threads after the run:"
     for name in chatwarden bare js py; do
