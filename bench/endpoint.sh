@@ -318,6 +318,7 @@ measure() {
         FIXED_RUNQ_MS=$((($(runq_wait_ns "$SERVER_PID") - w0) / 1000000))
         { echo "---- endpoint-loadgen, chatwarden, fixed rate"; echo "$FIXED_LINE"; } >>"$WORK/raw.txt"
         log "chatwarden: $FIXED_LINE"
+        CW_SENT=$((sent + $(field "$FIXED_LINE" completed)))
         # The same at lower shares of the peak: how p99 grows with load.
         CURVE=()
         local share line
@@ -329,9 +330,9 @@ measure() {
                 "$CONNECTIONS" "$WORK/token.valid" "$WORK/activity.json")
             CURVE+=("$share $line steal_ms=$((($(steal_ticks "$SERVER_CPU") - s0) * 1000 / CLK_TCK)) runq_ms=$((($(runq_wait_ns "$SERVER_PID") - w0) / 1000000))")
             { echo "---- endpoint-loadgen, chatwarden, ${share}% of peak, ${CURVE_DURATION}s"; echo "$line"; } >>"$WORK/raw.txt"
+            CW_SENT=$((CW_SENT + $(field "$line" completed)))
             log "chatwarden at ${share}%: $line"
         done
-        CW_SENT=$((sent + $(field "$FIXED_LINE" completed)))
         # Every request went through authentication into the bot as a messageReaction.
         ACTIVITIES_COUNTED=$(curl -s "http://127.0.0.1:$SERVER_PORT/metrics" |
             awk '/^chatwarden_activities_total\{/ && /messageReaction/ && /"ok"/ { print $2 }')
