@@ -301,7 +301,14 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {
     if values.next().is_some() {
         return Err(AuthRejection::MalformedAuthorization);
     }
-    let text = value.to_str().map_err(|_| AuthRejection::MalformedAuthorization)?;
+    // A `HeaderValue` never holds control characters other than tab (its constructors and the
+    // HTTP parser reject them), so a word-at-a-time ASCII check accepts exactly what
+    // `HeaderValue::to_str` accepts, without its byte-by-byte loop over a kilobyte of token.
+    let bytes = value.as_bytes();
+    if !bytes.is_ascii() {
+        return Err(AuthRejection::MalformedAuthorization);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| AuthRejection::MalformedAuthorization)?;
     let token = text.strip_prefix("Bearer ").ok_or(AuthRejection::MalformedAuthorization)?;
     if token.is_empty() || token.len() > MAX_TOKEN_LEN || token.contains(' ') {
         return Err(AuthRejection::MalformedAuthorization);
@@ -345,6 +352,10 @@ mod tests {
         assert_eq!(bearer_token(&headers(&["Bearer a b"])), Err(AuthRejection::MalformedAuthorization));
         assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer a"])), Err(AuthRejection::MalformedAuthorization));
         assert_eq!(bearer_token(&headers(&["Bearer abc"])), Ok("abc"));
+        assert_eq!(bearer_token(&headers(&["Bearer\ta"])), Err(AuthRejection::MalformedAuthorization));
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.insert(AUTHORIZATION, HeaderValue::from_bytes(b"Bearer a\xffb").unwrap());
+        assert_eq!(bearer_token(&non_ascii), Err(AuthRejection::MalformedAuthorization));
     }
 
     #[test]
