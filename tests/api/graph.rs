@@ -78,6 +78,21 @@ fn token_response(token: &str, seconds: i64) -> ResponseTemplate {
         .set_body_json(json!({"channelId": "msteams", "connectionName": "graph", "token": token, "expiration": expiration}))
 }
 
+/// The token service hands out "stale-token" once (Graph will refuse it), then "fresh-token".
+async fn mount_stale_then_fresh_token(token_service: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("stale-token", 3600))
+        .up_to_n_times(1)
+        .mount(token_service)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("fresh-token", 3600))
+        .mount(token_service)
+        .await;
+}
+
 async fn get_token_calls(fx: &Fx) -> Vec<Request> {
     fx.token_service.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/api/usertoken/GetToken").collect()
 }
@@ -399,17 +414,7 @@ async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() 
 #[tokio::test]
 async fn a_401_from_graph_evicts_the_token_and_retries_once_with_a_fresh_one() {
     let fx = fx().await;
-    Mock::given(method("GET"))
-        .and(path("/api/usertoken/GetToken"))
-        .respond_with(token_response("stale-token", 3600))
-        .up_to_n_times(1)
-        .mount(&fx.token_service)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/usertoken/GetToken"))
-        .respond_with(token_response("fresh-token", 3600))
-        .mount(&fx.token_service)
-        .await;
+    mount_stale_then_fresh_token(&fx.token_service).await;
     Mock::given(method("POST"))
         .and(path_suffix_remove())
         .and(header("authorization", "Bearer stale-token"))
@@ -481,17 +486,7 @@ async fn a_batch_never_carries_more_than_twenty_items() {
 #[tokio::test]
 async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
     let fx = fx().await;
-    Mock::given(method("GET"))
-        .and(path("/api/usertoken/GetToken"))
-        .respond_with(token_response("stale-token", 3600))
-        .up_to_n_times(1)
-        .mount(&fx.token_service)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/usertoken/GetToken"))
-        .respond_with(token_response("fresh-token", 3600))
-        .mount(&fx.token_service)
-        .await;
+    mount_stale_then_fresh_token(&fx.token_service).await;
     Mock::given(method("POST"))
         .and(path("/beta/$batch"))
         .and(header("authorization", "Bearer stale-token"))
