@@ -1,5 +1,6 @@
 //! Audit ingestion: 100,000 realistic Teams records parsed, deduplicated and indexed into SQLite
-//! and PostgreSQL (batches of 500, as the push endpoint and the poller do), then lookup latency
+//! and PostgreSQL (one transaction per 5,000 records, as a content blob is stored; `INGEST_BATCH`
+//! changes it), then lookup latency
 //! by chat and by user at that size. `cargo bench --bench ingest` (PostgreSQL from
 //! CHATWARDEN_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test).
 //! Without `--bench` (as under `cargo test`) it runs a 2,000-record smoke version.
@@ -42,14 +43,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(name: &str, url: &str, count: usize) {
+async fn run(name: &str, url: &str, count: usize, batch: usize) {
     let store = Store::connect(url).await.unwrap();
     let raw: Vec<String> = (0..count).map(record).collect();
     let started = Instant::now();
     let mut parsing = Duration::ZERO;
-    for chunk in raw.chunks(500) {
+    for chunk in raw.chunks(batch) {
         let t = Instant::now();
-        let records: Vec<AuditRecord> = chunk.iter().map(|r| AuditRecord::parse(serde_json::from_str(r).unwrap()).unwrap()).collect();
+        let records: Vec<AuditRecord> = chunk.iter().map(|r| AuditRecord::from_json(r.as_str()).unwrap()).collect();
         parsing += t.elapsed();
         let fresh = store.insert_audit_batch(&records, now_ms()).await.unwrap();
         assert!(fresh.iter().all(|f| *f));
@@ -57,8 +58,7 @@ async fn run(name: &str, url: &str, count: usize) {
     let elapsed = started.elapsed();
     eprintln!("{name}: parsing {:.2} s of {:.2} s", parsing.as_secs_f64(), elapsed.as_secs_f64());
     // Every record again: all duplicates, nothing stored twice.
-    let records: Vec<AuditRecord> =
-        raw[..500.min(count)].iter().map(|r| AuditRecord::parse(serde_json::from_str(r).unwrap()).unwrap()).collect();
+    let records: Vec<AuditRecord> = raw[..500.min(count)].iter().map(|r| AuditRecord::from_json(r.as_str()).unwrap()).collect();
     assert!(store.insert_audit_batch(&records, now_ms()).await.unwrap().iter().all(|f| !*f));
     assert_eq!(store.audit_count().await.unwrap(), count as i64);
     // Fresh statistics, as autovacuum gathers within a minute of such a load on PostgreSQL (without
@@ -96,6 +96,11 @@ async fn run(name: &str, url: &str, count: usize) {
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let count = if full { 100_000 } else { 2_000 };
+    // Records per transaction: a whole content blob, as `AlertDesk::ingest` stores it (at most
+    // 5,000); INGEST_BATCH=500 shows a stream of small pushes.
+    let batch =
+        std::env::var("INGEST_BATCH").ok().and_then(|b| b.parse().ok()).filter(|b| *b > 0).unwrap_or(chatwarden::alerts::INGEST_BATCH);
+    println!("records per transaction: {batch}");
     sqlx::any::install_default_drivers();
     let dir = std::env::temp_dir().join(format!("chatwarden-ingest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -110,8 +115,8 @@ async fn main() {
     let postgres = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
     println!("| backend    | records | ingest     | records/s  | chat+user p50 | p99     | user p50    | p99         |");
     println!("|------------|---------|------------|------------|---------------|---------|-------------|-------------|");
-    run("SQLite", &sqlite, count).await;
-    run("PostgreSQL", &postgres, count).await;
+    run("SQLite", &sqlite, count, batch).await;
+    run("PostgreSQL", &postgres, count, batch).await;
     let _ = std::fs::remove_dir_all(&dir);
     use sqlx::Connection as _;
     let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();

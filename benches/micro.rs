@@ -111,7 +111,7 @@ fn parsing(c: &mut Criterion) {
     c.bench_function("audit record parse + detection", |b| {
         let rules = chatwarden::audit::detection::DetectionRules::default();
         b.iter(|| {
-            let record = AuditRecord::parse(serde_json::from_str(black_box(record)).unwrap()).unwrap();
+            let record = AuditRecord::from_json(black_box(record)).unwrap();
             black_box(rules.evaluate(&record));
         })
     });

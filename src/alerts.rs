@@ -17,8 +17,11 @@ use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, NewCase, NewTarge
 use crate::metrics::Metrics;
 use crate::store::{Created, Store, StoreError};
 
-/// Records stored per transaction.
-const INGEST_BATCH: usize = 500;
+/// Most records stored per transaction: a whole content blob of the Management Activity API
+/// usually fits. Each commit writes every index page it touched, so larger transactions write
+/// far less per record (see BENCHMARKS.md, audit ingestion); this bound keeps one transaction's
+/// memory and lock time small.
+pub const INGEST_BATCH: usize = 5_000;
 
 /// Settings key of the service URL learned from the security channel's traffic.
 const LEARNED_SERVICE_URL: &str = "security_channel_service_url";

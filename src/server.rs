@@ -10,7 +10,7 @@ use tracing_actix_web::{RequestId, TracingLogger};
 
 use actix_web::HttpRequest;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::alerts::AlertDesk;
 use crate::audit::record::AuditRecord;
@@ -149,18 +149,7 @@ async fn alerts_endpoint(req: HttpRequest, mut payload: web::Payload, intake: we
         tracing::warn!(reason = %err, "refused an alert push");
         return Err(ApiError::Signature(err));
     }
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadJson(format!("malformed JSON at line {} column {}", e.line(), e.column())))?;
-    let items = match value {
-        Value::Array(items) => items,
-        object @ Value::Object(_) => vec![object],
-        _ => return Err(ApiError::InvalidRecord("the body must be one audit record or an array of them".into())),
-    };
-    let mut records = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let record = AuditRecord::parse(item).map_err(|e| ApiError::InvalidRecord(format!("record {index}: {e}")))?;
-        records.push(record);
-    }
+    let records = pushed_records(&body)?;
     if let Some(tenant) = intake.desk.tenant_id() {
         if let Some(index) = records.iter().position(|r| !r.organization_id.eq_ignore_ascii_case(tenant)) {
             intake.metrics.inc("chatwarden_alert_requests_total", &[("result", "other_tenant")]);
@@ -173,6 +162,23 @@ async fn alerts_endpoint(req: HttpRequest, mut payload: web::Payload, intake: we
     })?;
     intake.metrics.inc("chatwarden_alert_requests_total", &[("result", "accepted")]);
     Ok(HttpResponse::Accepted().json(json!({"received": report.received, "stored": report.stored, "cases": report.cases})))
+}
+
+/// The records of a push body: one audit record (an object) or an array of them, each read from
+/// its own text so the stored evidence is what the sender signed.
+fn pushed_records(body: &[u8]) -> Result<Vec<AuditRecord>, ApiError> {
+    let malformed = |e: serde_json::Error| ApiError::BadJson(format!("malformed JSON at line {} column {}", e.line(), e.column()));
+    let whole: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+    let items: Vec<&RawValue> = match whole.get().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(whole.get()).map_err(malformed)?,
+        Some(b'{') => vec![whole],
+        _ => return Err(ApiError::InvalidRecord("the body must be one audit record or an array of them".into())),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| AuditRecord::from_json(item.get()).map_err(|e| ApiError::InvalidRecord(format!("record {index}: {e}"))))
+        .collect()
 }
 
 async fn healthz() -> HttpResponse {

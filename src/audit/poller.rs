@@ -13,10 +13,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
-use super::record::AuditRecord;
+use super::record::{AuditParseError, AuditRecord};
 use crate::alerts::AlertDesk;
 use crate::botframework::bot_token::BotTokenProvider;
 use crate::cases::now_ms;
@@ -219,7 +219,9 @@ impl ManagementPoller {
                     self.metrics.inc("chatwarden_management_calls_total", &[("call", "fetch_content"), ("result", "error")]);
                     return Err(PollError::Status { what: "content blob", status: response.status().as_u16() });
                 }
-                let items: Vec<Value> = response.json().await.map_err(|e| PollError::Network(e.without_url().to_string()))?;
+                let body = response.bytes().await.map_err(|e| PollError::Network(e.without_url().to_string()))?;
+                let items: Vec<&RawValue> =
+                    serde_json::from_slice(&body).map_err(|e| PollError::Network(format!("content blob is not a JSON array: {e}")))?;
                 let records = self.teams_records(items);
                 report.records += records.len();
                 let ingested = self.alerts.ingest(records, "poll").await?;
@@ -233,12 +235,13 @@ impl ManagementPoller {
         Ok(report)
     }
 
-    fn teams_records(&self, items: Vec<Value>) -> Vec<AuditRecord> {
+    /// The Teams records of our tenant among a content blob's items (which hold every workload).
+    fn teams_records(&self, items: Vec<&RawValue>) -> Vec<AuditRecord> {
         items
             .into_iter()
-            .filter(|item| item.get("Workload").and_then(Value::as_str) == Some("MicrosoftTeams"))
-            .filter_map(|item| match AuditRecord::parse(item) {
+            .filter_map(|item| match AuditRecord::from_json(item.get()) {
                 Ok(record) if record.organization_id.eq_ignore_ascii_case(&self.settings.tenant_id) => Some(record),
+                Err(AuditParseError::NotTeams(_)) => None,
                 Ok(_) => {
                     tracing::warn!("skipping a polled record of another tenant");
                     None

@@ -4,9 +4,15 @@
 //! Parsing is tolerant: unknown fields and operations are kept, `Members[].UserObjectId` may be
 //! missing, `ParticipantInfo` may be absent, `CreationTime` may have no zone (it is UTC), and
 //! `UserKey` may hold the actor or the member depending on the operation.
+//!
+//! A record is read in one pass over its text: the dozen fields chatwarden interprets are taken
+//! as borrowed slices and everything else is skipped (validated, not built), and the text itself
+//! is kept byte for byte as the evidence stored in the audit index. A record whose object names
+//! a field twice is refused: two readers could otherwise disagree on which value counts.
 
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Operations chatwarden interprets; everything else is `Other`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +142,8 @@ pub struct AuditRecord {
     pub members: Vec<Member>,
     /// Participants of the chat.
     pub participant_info: Option<ParticipantInfo>,
-    /// The record exactly as received.
-    pub raw: Value,
+    /// The record's JSON text exactly as received.
+    raw: String,
 }
 
 /// Why a JSON value is not a Teams audit record.
@@ -155,15 +161,65 @@ pub enum AuditParseError {
     /// A field has the wrong type.
     #[error("audit record field `{0}` has the wrong type")]
     WrongType(&'static str),
+    /// Not JSON, or an object that names a field twice.
+    #[error("audit record is not valid JSON: {0}")]
+    Malformed(String),
 }
 
-fn string_field(object: &serde_json::Map<String, Value>, name: &'static str) -> Result<Option<String>, AuditParseError> {
-    match object.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(AuditParseError::WrongType(name)),
+/// The top-level fields chatwarden reads, as slices of the record's text (`None` when absent or
+/// `null`); every other field is skipped.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "Id", borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "Operation", borrow, default)]
+    operation: Option<&'a RawValue>,
+    #[serde(rename = "OrganizationId", borrow, default)]
+    organization_id: Option<&'a RawValue>,
+    #[serde(rename = "Workload", borrow, default)]
+    workload: Option<&'a RawValue>,
+    #[serde(rename = "CreationTime", borrow, default)]
+    creation_time: Option<&'a RawValue>,
+    #[serde(rename = "UserId", borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(rename = "UserKey", borrow, default)]
+    user_key: Option<&'a RawValue>,
+    #[serde(rename = "ChatThreadId", borrow, default)]
+    chat_thread_id: Option<&'a RawValue>,
+    #[serde(rename = "CommunicationType", borrow, default)]
+    communication_type: Option<&'a RawValue>,
+    #[serde(rename = "Members", borrow, default)]
+    members: Option<&'a RawValue>,
+    #[serde(rename = "ParticipantInfo", borrow, default)]
+    participant_info: Option<&'a RawValue>,
+}
+
+/// A string field: `None` when absent, `null` or empty; any other type is an error.
+fn string_field(raw: Option<&RawValue>, name: &'static str) -> Result<Option<String>, AuditParseError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text: String = serde_json::from_str(raw.get()).map_err(|_| AuditParseError::WrongType(name))?;
+    Ok(Some(text).filter(|t| !t.is_empty()))
+}
+
+/// An object field read into `T`; any other shape is an error (an array too: serde would read
+/// a struct from one, field by position).
+fn object_field<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, name: &'static str) -> Result<Option<T>, AuditParseError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if !raw.get().starts_with('{') {
+        return Err(AuditParseError::WrongType(name));
     }
+    serde_json::from_str(raw.get()).map(Some).map_err(|_| AuditParseError::WrongType(name))
+}
+
+/// An array of objects read into `T`s; any other shape is an error.
+fn objects_field<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, name: &'static str) -> Result<Vec<T>, AuditParseError> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| AuditParseError::WrongType(name))?;
+    let mut values = Vec::with_capacity(items.len());
+    for item in items {
+        values.extend(object_field(Some(item), name)?);
+    }
+    Ok(values)
 }
 
 /// Parses `CreationTime` (`2020-02-17T16:59:44`, optionally with fraction and zone; no zone = UTC).
@@ -175,38 +231,62 @@ pub fn parse_creation_time(text: &str) -> Option<i64> {
 }
 
 impl AuditRecord {
-    /// Reads a record from its JSON.
-    pub fn parse(raw: Value) -> Result<Self, AuditParseError> {
-        let object = raw.as_object().ok_or(AuditParseError::NotAnObject)?;
-        match string_field(object, "Workload")? {
-            Some(w) if w != "MicrosoftTeams" => return Err(AuditParseError::NotTeams(w.chars().take(40).collect())),
-            _ => {}
+    /// Reads a record from its JSON text (one object), which is kept as the record's evidence.
+    pub fn from_json(text: impl Into<String>) -> Result<Self, AuditParseError> {
+        let mut raw: String = text.into();
+        let trimmed = raw.trim();
+        if trimmed.len() != raw.len() {
+            raw = trimmed.to_owned();
         }
-        let id = string_field(object, "Id")?.ok_or(AuditParseError::Missing("Id"))?;
-        let operation = string_field(object, "Operation")?.ok_or(AuditParseError::Missing("Operation"))?;
-        let organization_id = string_field(object, "OrganizationId")?.ok_or(AuditParseError::Missing("OrganizationId"))?;
-        let created_at = string_field(object, "CreationTime")?.and_then(|t| parse_creation_time(&t));
-        let members = match object.get("Members") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(value) => serde_json::from_value(value.clone()).map_err(|_| AuditParseError::WrongType("Members"))?,
-        };
-        let participant_info = match object.get("ParticipantInfo") {
-            None | Some(Value::Null) => None,
-            Some(value) => Some(serde_json::from_value(value.clone()).map_err(|_| AuditParseError::WrongType("ParticipantInfo"))?),
-        };
-        Ok(Self {
+        // Checked first: serde would also read a struct from an array, field by position.
+        if !raw.starts_with('{') {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(&raw) {
+                Ok(_) => AuditParseError::NotAnObject,
+                Err(err) => AuditParseError::Malformed(err.to_string()),
+            });
+        }
+        let fields: Fields<'_> = serde_json::from_str(&raw).map_err(|err| AuditParseError::Malformed(err.to_string()))?;
+        if let Some(workload) = string_field(fields.workload, "Workload")? {
+            if workload != "MicrosoftTeams" {
+                return Err(AuditParseError::NotTeams(workload.chars().take(40).collect()));
+            }
+        }
+        let id = string_field(fields.id, "Id")?.ok_or(AuditParseError::Missing("Id"))?;
+        let operation = string_field(fields.operation, "Operation")?.ok_or(AuditParseError::Missing("Operation"))?;
+        let organization_id = string_field(fields.organization_id, "OrganizationId")?.ok_or(AuditParseError::Missing("OrganizationId"))?;
+        let created_at = string_field(fields.creation_time, "CreationTime")?.and_then(|t| parse_creation_time(&t));
+        let record = Self {
             id,
             operation: Operation::parse(&operation),
             organization_id,
             created_at,
-            user_id: string_field(object, "UserId")?,
-            user_key: string_field(object, "UserKey")?,
-            chat_thread_id: string_field(object, "ChatThreadId")?,
-            communication_type: string_field(object, "CommunicationType")?,
-            members,
-            participant_info,
-            raw,
-        })
+            user_id: string_field(fields.user_id, "UserId")?,
+            user_key: string_field(fields.user_key, "UserKey")?,
+            chat_thread_id: string_field(fields.chat_thread_id, "ChatThreadId")?,
+            communication_type: string_field(fields.communication_type, "CommunicationType")?,
+            members: objects_field(fields.members, "Members")?,
+            participant_info: object_field(fields.participant_info, "ParticipantInfo")?,
+            raw: String::new(),
+        };
+        Ok(Self { raw, ..record })
+    }
+
+    /// Reads a record from a parsed JSON value (its serialisation becomes the evidence).
+    pub fn parse(value: Value) -> Result<Self, AuditParseError> {
+        if !value.is_object() {
+            return Err(AuditParseError::NotAnObject);
+        }
+        Self::from_json(value.to_string())
+    }
+
+    /// The record's JSON text exactly as received.
+    pub fn raw_json(&self) -> &str {
+        &self.raw
+    }
+
+    /// The record's JSON as a value (for reading fields chatwarden does not interpret).
+    pub fn raw_value(&self) -> Value {
+        serde_json::from_str(&self.raw).unwrap_or(Value::Null)
     }
 
     /// The domain of a UPN (lower case), when it looks like an address.
@@ -347,6 +427,42 @@ mod tests {
     fn unknown_operations_are_kept() {
         let record = AuditRecord::parse(json!({"Id": "1", "Operation": "AppInstalled", "OrganizationId": "t", "New": true})).unwrap();
         assert_eq!(record.operation, Operation::Other("AppInstalled".into()));
-        assert_eq!(record.raw["New"], true);
+        assert_eq!(record.raw_value()["New"], true);
+    }
+
+    #[test]
+    fn the_text_is_kept_byte_for_byte() {
+        let text = "  {\"Id\":\"1\", \"Operation\" : \"MemberAdded\",\"OrganizationId\":\"t\",\"Zeta\":1.50,\"Alpha\":\"\\u00e9\"}\n";
+        let record = AuditRecord::from_json(text).unwrap();
+        assert_eq!(record.raw_json(), text.trim());
+        assert_eq!(record.raw_value()["Alpha"], "\u{e9}");
+    }
+
+    #[test]
+    fn malformed_and_ambiguous_text_is_refused() {
+        assert!(matches!(AuditRecord::from_json("{\"Id\": \"1\""), Err(AuditParseError::Malformed(_))));
+        assert!(matches!(AuditRecord::from_json("nope"), Err(AuditParseError::Malformed(_))));
+        assert_eq!(AuditRecord::from_json("[1]"), Err(AuditParseError::NotAnObject));
+        assert_eq!(AuditRecord::from_json(r#"["1", "MemberAdded", "t"]"#), Err(AuditParseError::NotAnObject));
+        assert_eq!(AuditRecord::from_json("\"text\""), Err(AuditParseError::NotAnObject));
+        let twice = r#"{"Id": "1", "Operation": "MemberAdded", "OrganizationId": "t", "Id": "2"}"#;
+        assert!(matches!(AuditRecord::from_json(twice), Err(AuditParseError::Malformed(m)) if m.contains("duplicate field `Id`")));
+        assert_eq!(
+            AuditRecord::from_json(r#"{"Id": "1", "Operation": "x", "OrganizationId": "t", "ParticipantInfo": []}"#),
+            Err(AuditParseError::WrongType("ParticipantInfo"))
+        );
+        assert_eq!(
+            AuditRecord::from_json(r#"{"Id": "1", "Operation": "x", "OrganizationId": "t", "Members": [["a@b.c", "A"]]}"#),
+            Err(AuditParseError::WrongType("Members"))
+        );
+    }
+
+    #[test]
+    fn null_and_empty_fields_count_as_absent() {
+        let record = AuditRecord::from_json(
+            r#"{"Id": "1", "Operation": "x", "OrganizationId": "t", "UserId": "", "UserKey": null, "Members": null, "ParticipantInfo": null}"#,
+        )
+        .unwrap();
+        assert_eq!((record.user_id, record.user_key, record.members.len(), record.participant_info), (None, None, 0, None));
     }
 }

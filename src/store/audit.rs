@@ -5,7 +5,7 @@
 use sqlx::{Any, Row as _};
 
 use super::{Backend, Store, StoreError};
-use crate::audit::record::AuditRecord;
+use crate::audit::record::{AuditParseError, AuditRecord};
 
 /// Most records one lookup returns.
 const LOOKUP_LIMIT: i64 = 5_000;
@@ -13,8 +13,12 @@ const LOOKUP_LIMIT: i64 = 5_000;
 /// Records per multi-row insert (7 parameters each, well under SQLite's 32,766 and PostgreSQL's
 /// 65,535 parameters per statement).
 const RECORDS_PER_STATEMENT: usize = 500;
-/// Lookup keys per multi-row insert (2 parameters each).
+/// Lookup rows per multi-row insert (2 parameters each).
 const KEYS_PER_STATEMENT: usize = 4_000;
+/// Records re-indexed per transaction when the index is rebuilt.
+const REINDEX_BATCH: i64 = 2_000;
+/// The setting that asks for the lookup index to be rebuilt from the stored records.
+const REINDEX_SETTING: &str = "audit_reindex";
 
 /// The value list of a multi-row insert of `rows` rows of `columns` values: `(?, ?), (?, ?), ...`
 /// on SQLite, `($1, $2), ($3, $4), ...` on PostgreSQL (which has no `?`). SQLite needs the
@@ -44,13 +48,31 @@ fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     sql
 }
 
-/// The lookup keys of a record: `u:` + each member's and the actor's object id and UPN, `p:` +
-/// each external tenant id and domain; lower case, each once.
+/// The lookup key of a chat (as written).
+fn chat_key(chat: &str) -> String {
+    format!("c:{chat}")
+}
+
+/// The lookup key of a user (object id or UPN, case-insensitive).
+fn user_key(user: &str) -> String {
+    format!("u:{}", user.to_ascii_lowercase())
+}
+
+/// The lookup key of an external party (tenant id or domain, case-insensitive).
+fn party_key(party: &str) -> String {
+    format!("p:{}", party.to_ascii_lowercase())
+}
+
+/// The lookup keys of a record: its chat; each member's and the actor's object id and UPN; each
+/// external tenant id and domain; each once.
 fn lookup_keys(record: &AuditRecord) -> std::collections::BTreeSet<String> {
     let mut keys = std::collections::BTreeSet::new();
+    if let Some(chat) = record.chat_thread_id.as_deref() {
+        keys.insert(chat_key(chat));
+    }
     let mut user = |value: Option<&str>| {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
-            keys.insert(format!("u:{}", value.to_ascii_lowercase()));
+            keys.insert(user_key(value));
         }
     };
     for member in record.internal_members() {
@@ -61,9 +83,39 @@ fn lookup_keys(record: &AuditRecord) -> std::collections::BTreeSet<String> {
     user(record.user_id.as_deref());
     let parties = record.external_parties();
     for party in parties.tenant_ids.into_iter().chain(parties.domains) {
-        keys.insert(format!("p:{}", party.to_ascii_lowercase()));
+        keys.insert(party_key(&party));
     }
     keys
+}
+
+/// The stored form of a lookup key: the first 8 bytes of its SHA-256, as a signed integer.
+/// Collisions are filtered out when records are read back (`matches`), and SHA-256 keeps anyone
+/// from crafting records whose keys collide with a given user's.
+fn key_hash(key: &str) -> i64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Whether `record` really has every one of `keys` (a hash match is only a candidate).
+fn matches(record: &AuditRecord, keys: &[&str]) -> bool {
+    let own = lookup_keys(record);
+    keys.iter().all(|key| own.contains(*key))
+}
+
+/// Sorted, distinct (key hash, record sequence) rows for the given records.
+fn lookup_rows<'r>(records: impl Iterator<Item = (&'r AuditRecord, i64)>) -> Vec<(i64, i64)> {
+    let mut rows: Vec<(i64, i64)> = Vec::new();
+    for (record, seq) in records {
+        rows.extend(lookup_keys(record).iter().map(|key| (key_hash(key), seq)));
+    }
+    // In key order, each insert lands next to the previous one in the B-tree: the pages a batch
+    // touches are visited once each instead of at random.
+    rows.sort_unstable();
+    rows.dedup();
+    rows
 }
 
 impl Store {
@@ -75,15 +127,15 @@ impl Store {
     /// Stores many records in one transaction (each once, by id); returns which were new. Rows
     /// are written with multi-row inserts, so a batch costs a handful of statements.
     pub async fn insert_audit_batch(&self, records: &[AuditRecord], now: i64) -> Result<Vec<bool>, StoreError> {
-        let mut fresh_ids = std::collections::HashSet::new();
+        let mut fresh: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         let mut tx = self.pool.begin().await?;
         for chunk in records.chunks(RECORDS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO audit_records (id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at) VALUES {} \
-                 ON CONFLICT (id) DO NOTHING RETURNING id",
+                 ON CONFLICT (id) DO NOTHING RETURNING id, seq",
                 placeholders(self.backend(), chunk.len(), 7)
             );
-            let mut insert = sqlx::query_scalar::<Any, String>(&sql);
+            let mut insert = sqlx::query_as::<Any, (String, i64)>(&sql);
             for record in chunk {
                 insert = insert
                     .bind(record.id.clone())
@@ -91,39 +143,95 @@ impl Store {
                     .bind(record.operation.as_str().to_owned())
                     .bind(record.created_at)
                     .bind(record.chat_thread_id.clone())
-                    .bind(record.raw.to_string())
+                    .bind(record.raw_json().to_owned())
                     .bind(now);
             }
-            let inserted: std::collections::HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
-            let mut keys: Vec<(String, &str)> = Vec::new();
-            let mut seen_in_chunk = std::collections::HashSet::new();
-            for record in chunk.iter().filter(|r| inserted.contains(&r.id) && seen_in_chunk.insert(r.id.as_str())) {
-                keys.extend(lookup_keys(record).into_iter().map(|key| (key, record.id.as_str())));
-            }
-            for rows in keys.chunks(KEYS_PER_STATEMENT) {
-                let sql = format!("INSERT INTO audit_keys (lookup, record_id) VALUES {}", placeholders(self.backend(), rows.len(), 2));
-                let mut insert = sqlx::query::<Any>(&sql);
-                for (key, id) in rows {
-                    insert = insert.bind(key.clone()).bind(id.to_string());
-                }
-                insert.execute(&mut *tx).await?;
-            }
-            fresh_ids.extend(inserted);
+            let inserted: std::collections::HashMap<String, i64> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
+            // A record id seen twice in one chunk is indexed (and reported) once.
+            let mut indexed = std::collections::HashSet::new();
+            let new_records =
+                chunk.iter().filter_map(|r| inserted.get(&r.id).filter(|_| indexed.insert(r.id.as_str())).map(|seq| (r, *seq)));
+            self.insert_lookup_rows(&mut tx, &lookup_rows(new_records)).await?;
+            fresh.extend(inserted);
         }
         tx.commit().await?;
         // A record id seen twice in one batch is new only the first time.
         let mut reported = std::collections::HashSet::new();
-        Ok(records.iter().map(|r| fresh_ids.contains(&r.id) && reported.insert(r.id.clone())).collect())
+        Ok(records.iter().map(|r| fresh.contains_key(&r.id) && reported.insert(r.id.clone())).collect())
     }
 
-    fn parse_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn insert_lookup_rows(&self, tx: &mut sqlx::Transaction<'_, Any>, rows: &[(i64, i64)]) -> Result<(), StoreError> {
+        for rows in rows.chunks(KEYS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO audit_lookup (key_hash, record_seq) VALUES {} ON CONFLICT DO NOTHING",
+                placeholders(self.backend(), rows.len(), 2)
+            );
+            let mut insert = sqlx::query::<Any>(&sql);
+            for (hash, seq) in rows {
+                insert = insert.bind(*hash).bind(*seq);
+            }
+            insert.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the lookup index from the stored records when a migration asked for it (the
+    /// `audit_reindex` setting), in batches; safe to run twice or on several replicas at once.
+    pub(super) async fn reindex_audit_if_asked(&self) -> Result<(), StoreError> {
+        if self.setting(REINDEX_SETTING).await?.is_none() {
+            return Ok(());
+        }
+        let mut after = i64::MIN;
+        let mut total = 0usize;
+        loop {
+            let rows = sqlx::query("SELECT seq, raw FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after)
+                .bind(REINDEX_BATCH)
+                .fetch_all(&self.pool)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get("seq")?;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in rows {
+                let seq: i64 = row.try_get("seq")?;
+                match AuditRecord::from_json(row.try_get::<String, _>("raw")?) {
+                    Ok(record) => records.push((record, seq)),
+                    Err(err) => tracing::warn!(error = %err, seq, "a stored audit record no longer parses; it is not indexed"),
+                }
+            }
+            total += records.len();
+            let mut tx = self.pool.begin().await?;
+            self.insert_lookup_rows(&mut tx, &lookup_rows(records.iter().map(|(r, seq)| (r, *seq)))).await?;
+            tx.commit().await?;
+        }
+        sqlx::query("DELETE FROM settings WHERE key = $1").bind(REINDEX_SETTING).execute(&self.pool).await?;
+        tracing::info!(records = total, "audit lookup index rebuilt");
+        Ok(())
+    }
+
+    /// Stored records carrying the hash of every key in `keys` (oldest first), keeping those
+    /// that really have the keys.
+    async fn audit_with_keys(&self, keys: &[&str]) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut sql = String::from("SELECT raw FROM audit_records WHERE ");
+        for n in 1..=keys.len() {
+            if n > 1 {
+                sql.push_str(" AND ");
+            }
+            sql.push_str(&format!("seq IN (SELECT record_seq FROM audit_lookup WHERE key_hash = ${n})"));
+        }
+        sql.push_str(&format!(" ORDER BY COALESCE(created_at, 9223372036854775807), id LIMIT ${}", keys.len() + 1));
+        let mut query = sqlx::query(&sql);
+        for key in keys {
+            query = query.bind(key_hash(key));
+        }
+        let rows = query.bind(LOOKUP_LIMIT).fetch_all(&self.pool).await?;
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             let raw: String = row.try_get("raw")?;
-            let value: serde_json::Value =
-                serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("audit record JSON: {e}")))?;
-            match AuditRecord::parse(value) {
-                Ok(record) => records.push(record),
+            match AuditRecord::from_json(raw) {
+                Ok(record) if matches(&record, keys) => records.push(record),
+                Ok(_) => {}
+                Err(AuditParseError::Malformed(err)) => return Err(StoreError::Corrupt(format!("audit record JSON: {err}"))),
                 Err(err) => tracing::warn!(error = %err, "stored audit record no longer parses"),
             }
         }
@@ -132,56 +240,22 @@ impl Store {
 
     /// Records of `chat` that name `user` (object id or UPN) as a member or as the actor.
     pub async fn audit_for_chat_user(&self, chat: &str, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        let user = format!("u:{}", user.to_ascii_lowercase());
-        let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE r.chat_thread_id = $1 \
-             AND r.id IN (SELECT record_id FROM audit_keys WHERE lookup = $2) ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $3",
-        )
-        .bind(chat)
-        .bind(&user)
-        .bind(LOOKUP_LIMIT)
-        .fetch_all(&self.pool)
-        .await?;
-        Self::parse_rows(rows)
+        self.audit_with_keys(&[&chat_key(chat), &user_key(user)]).await
     }
 
     /// Records of one chat, oldest first.
     pub async fn audit_for_chat(&self, chat: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT raw FROM audit_records WHERE chat_thread_id = $1 ORDER BY COALESCE(created_at, 9223372036854775807), id LIMIT $2",
-        )
-        .bind(chat)
-        .bind(LOOKUP_LIMIT)
-        .fetch_all(&self.pool)
-        .await?;
-        Self::parse_rows(rows)
+        self.audit_with_keys(&[&chat_key(chat)]).await
     }
 
     /// Records that name `user` (object id or UPN, case-insensitive) as a member or the actor.
     pub async fn audit_for_user(&self, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE r.id IN (SELECT record_id FROM audit_keys WHERE lookup = $1) \
-             ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
-        )
-        .bind(format!("u:{}", user.to_ascii_lowercase()))
-        .bind(LOOKUP_LIMIT)
-        .fetch_all(&self.pool)
-        .await?;
-        Self::parse_rows(rows)
+        self.audit_with_keys(&[&user_key(user)]).await
     }
 
     /// Records of chats involving an external tenant id or domain (case-insensitive).
     pub async fn audit_for_party(&self, party: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        let party = format!("p:{}", party.to_ascii_lowercase());
-        let rows = sqlx::query(
-            "SELECT r.raw FROM audit_records r WHERE r.id IN (SELECT record_id FROM audit_keys WHERE lookup = $1) \
-             ORDER BY COALESCE(r.created_at, 9223372036854775807), r.id LIMIT $2",
-        )
-        .bind(&party)
-        .bind(LOOKUP_LIMIT)
-        .fetch_all(&self.pool)
-        .await?;
-        Self::parse_rows(rows)
+        self.audit_with_keys(&[&party_key(party)]).await
     }
 
     /// How many audit records are stored.
@@ -288,6 +362,29 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_hashes_are_stable_and_keys_are_normalised() {
+        // A stored index must read back the same in every version: pin the hash of one key.
+        assert_eq!(key_hash("u:alice@contoso.com"), key_hash(&user_key("Alice@Contoso.COM")));
+        // sha256("c:19:a@thread.v2")[..8] as a big-endian i64 (computed with Python's hashlib).
+        assert_eq!(key_hash("c:19:a@thread.v2"), -1133618623846795362);
+        assert_ne!(key_hash(&chat_key("19:A@thread.v2")), key_hash(&chat_key("19:a@thread.v2")));
+    }
+
+    #[test]
+    fn lookup_rows_are_sorted_and_distinct() {
+        let record = AuditRecord::from_json(
+            r#"{"Id": "1", "Operation": "MemberAdded", "OrganizationId": "t", "ChatThreadId": "19:x@unq.gbl.spaces",
+                "UserId": "Bob@contoso.com", "UserKey": "bob@contoso.com"}"#,
+        )
+        .unwrap();
+        let rows = lookup_rows([(&record, 7), (&record, 7)].into_iter());
+        assert_eq!(rows.len(), 2, "chat key and one user key (UserId and UserKey are the same user): {rows:?}");
+        assert!(rows.windows(2).all(|w| w[0] < w[1]));
+        assert!(matches(&record, &["c:19:x@unq.gbl.spaces", "u:bob@contoso.com"]));
+        assert!(!matches(&record, &["c:19:x@unq.gbl.spaces", "u:eve@contoso.com"]));
+    }
 
     #[test]
     fn placeholders_are_anonymous_on_sqlite_and_numbered_on_postgres() {

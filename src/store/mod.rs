@@ -98,9 +98,12 @@ impl Store {
                         // WAL lets readers run beside the writer; busy_timeout makes writers queue
                         // instead of failing; synchronous stays FULL: decisions must survive power loss.
                         // Statement journals (multi-row inserts that may stop half way) stay in
-                        // memory instead of temporary files.
+                        // memory instead of temporary files. A 16 MiB page cache (default 2 MiB)
+                        // holds the audit indexes of ~100,000 records, so indexing a batch reads
+                        // no page back from the OS.
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
+                             PRAGMA cache_size = -16384;",
                         )
                         .await?;
                     }
@@ -114,7 +117,9 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let store = Self { pool, backend };
+        store.reindex_audit_if_asked().await?;
+        Ok(store)
     }
 
     /// Which database this is.

@@ -70,7 +70,7 @@ fn every_published_teams_record_parses() {
     // A CreationTime with a zone (Defender's embedding).
     assert_eq!(records[9].created_at, Some(1_730_125_118_000));
     // The raw JSON is kept whole as evidence.
-    assert_eq!(records[5].raw["AppAccessContext"]["UniqueTokenId"], "mYyWp_-UrEa4Z_pZM7FlAA");
+    assert_eq!(records[5].raw_value()["AppAccessContext"]["UniqueTokenId"], "mYyWp_-UrEa4Z_pZM7FlAA");
 }
 
 #[test]
@@ -131,6 +131,74 @@ fn our_fixtures_cover_every_interpreted_operation() {
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].member.user_object_id.as_deref(), Some(JOHN_OID));
     assert_eq!(DetectionRules::default().evaluate(&records[4]).len(), 1, "unauthenticated participant");
+}
+
+/// The schema of an earlier version: the migrations up to `last` only, copied to a folder.
+async fn migrate_up_to(url: &str, backend: &str, last: u32) {
+    use sqlx::Connection as _;
+    let dir = std::env::temp_dir().join(format!("chatwarden-migrations-{:016x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/").to_owned() + backend).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name[..4].parse::<u32>().unwrap() <= last {
+            std::fs::copy(&path, dir.join(name)).unwrap();
+        }
+    }
+    let url = if backend == "sqlite" { format!("{url}?mode=rwc") } else { url.to_owned() };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap().run(&mut conn).await.unwrap();
+    // Records as that version stored them (its lookup rows are dropped by the upgrade).
+    for value in own_fixtures() {
+        let record = AuditRecord::parse(value).unwrap();
+        sqlx::query(
+            "INSERT INTO audit_records (id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at) VALUES ($1, $2, $3, $4, $5, $6, 0)",
+        )
+        .bind(&record.id)
+        .bind(&record.organization_id)
+        .bind(record.operation.as_str())
+        .bind(record.created_at)
+        .bind(&record.chat_thread_id)
+        .bind(record.raw_json())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO audit_keys (lookup, record_id) VALUES ($1, $2)")
+            .bind("u:someone")
+            .bind(&record.id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A database indexed by the previous schema (`audit_keys`, migration 0004) is upgraded in place:
+/// at start-up its records are indexed again from their stored JSON and found as before.
+#[tokio::test]
+async fn an_index_of_the_previous_schema_is_rebuilt_at_start_up() {
+    for (url, backend) in [(sqlite_url(), "sqlite"), (postgres_url().await, "postgres")] {
+        migrate_up_to(&url, backend, 4).await;
+        for start in 0..2 {
+            let store = Store::connect(&url).await.unwrap();
+            assert_eq!(store.setting("audit_reindex").await.unwrap(), None, "{backend}, start {start}");
+            assert_eq!(store.audit_count().await.unwrap(), 7 + start);
+            let ids = |records: Vec<AuditRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+            assert_eq!(ids(store.audit_for_chat_user(CHAT, "JOHN.DOE@contoso.com").await.unwrap()), ["own-1", "own-2", "own-3", "own-7"]);
+            assert_eq!(ids(store.audit_for_user("jane@contoso.com").await.unwrap()), ["own-5"]);
+            assert_eq!(ids(store.audit_for_party(EVIL_TENANT).await.unwrap()), ["own-1"]);
+            assert_eq!(store.audit_for_chat(CHAT).await.unwrap().len(), 5);
+            // New records go on being indexed after the moved ones.
+            if start == 0 {
+                let mut fresh = own_fixtures().remove(5);
+                fresh["Id"] = json!("own-8");
+                assert!(store.insert_audit(&AuditRecord::parse(fresh).unwrap(), now_ms()).await.unwrap());
+            }
+            assert_eq!(ids(store.audit_for_user("application").await.unwrap()), ["own-6", "own-8"]);
+            store.close().await;
+        }
+    }
 }
 
 #[tokio::test]
