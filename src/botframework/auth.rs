@@ -151,8 +151,13 @@ fn now_seconds() -> u64 {
 }
 
 /// A token whose signature and claims verified; it still has to be bound to its activity.
+/// Cheap to clone (shared), since every request with a remembered token gets a copy.
 #[derive(Debug, Clone)]
-pub struct VerifiedToken {
+pub struct VerifiedToken(Arc<TokenFacts>);
+
+/// What binding needs from a verified token.
+#[derive(Debug)]
+struct TokenFacts {
     service_url: Option<String>,
     endorsements: Vec<String>,
 }
@@ -215,7 +220,7 @@ impl ChannelAuthenticator {
             }
             _ => AuthRejection::MalformedToken,
         })?;
-        let verified = VerifiedToken { service_url: data.claims.serviceurl, endorsements: key.endorsements.clone() };
+        let verified = VerifiedToken(Arc::new(TokenFacts { service_url: data.claims.serviceurl, endorsements: key.endorsements.clone() }));
         if let Some(exp) = data.claims.exp {
             self.verified.insert(digest, Arc::new(Verified { token: verified.clone(), exp, nbf: data.claims.nbf }));
         }
@@ -230,10 +235,10 @@ impl VerifiedToken {
         if channel != TEAMS_CHANNEL_ID {
             return Err(AuthRejection::ChannelNotSupported);
         }
-        if !self.endorsements.iter().any(|e| e == channel) {
+        if !self.0.endorsements.iter().any(|e| e == channel) {
             return Err(AuthRejection::ChannelNotEndorsed);
         }
-        let claim = self.service_url.as_deref().ok_or(AuthRejection::ServiceUrlMissing)?;
+        let claim = self.0.service_url.as_deref().ok_or(AuthRejection::ServiceUrlMissing)?;
         let actual = activity.service_url.as_deref().ok_or(AuthRejection::ServiceUrlMissing)?;
         if !same_service_url(claim, actual) {
             return Err(AuthRejection::ServiceUrlMismatch);
@@ -380,7 +385,10 @@ mod tests {
     }
 
     fn token(service_url: Option<&str>, endorsements: &[&str]) -> VerifiedToken {
-        VerifiedToken { service_url: service_url.map(str::to_owned), endorsements: endorsements.iter().map(|e| e.to_string()).collect() }
+        VerifiedToken(Arc::new(TokenFacts {
+            service_url: service_url.map(str::to_owned),
+            endorsements: endorsements.iter().map(|e| e.to_string()).collect(),
+        }))
     }
 
     #[test]

@@ -142,22 +142,54 @@ pub fn refuse_declared_oversize(req: &HttpRequest, limit: usize) -> Result<(), A
     Ok(())
 }
 
-/// Reads a request body of at most `limit` bytes (413 beyond it).
-pub async fn read_body<S>(payload: &mut S, limit: usize) -> Result<web::BytesMut, ApiError>
+/// Reads a request body of at most `limit` bytes (413 beyond it). A body that arrives in one
+/// chunk (the usual case for an activity) is returned as is, without a copy.
+pub async fn read_body<S>(payload: &mut S, limit: usize) -> Result<web::Bytes, ApiError>
 where
     S: futures_util::Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
 {
     use futures_util::StreamExt as _;
-    let mut body = web::BytesMut::new();
+    let mut first: Option<web::Bytes> = None;
+    let mut more = web::BytesMut::new();
+    let mut length = 0usize;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| match err {
             PayloadError::Overflow => ApiError::PayloadTooLarge(limit),
             _ => ApiError::BadBody,
         })?;
-        if body.len() + chunk.len() > limit {
+        length += chunk.len();
+        if length > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if more.is_empty() => first = Some(chunk),
+            None => more.extend_from_slice(&chunk),
+            Some(earlier) => {
+                more.extend_from_slice(&earlier);
+                more.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body)
+    Ok(first.unwrap_or_else(|| more.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(chunks: &[&'static [u8]], limit: usize) -> Result<web::Bytes, ApiError> {
+        let mut stream =
+            futures_util::stream::iter(chunks.iter().map(|c| Ok::<_, PayloadError>(web::Bytes::from_static(c))).collect::<Vec<_>>());
+        read_body(&mut stream, limit).await
+    }
+
+    #[actix_web::test]
+    async fn bodies_are_joined_in_order_and_bounded() {
+        assert_eq!(read(&[], 10).await.unwrap(), web::Bytes::new());
+        assert_eq!(read(&[b"{\"a\":1}"], 10).await.unwrap(), web::Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(read(&[b"", b"ab", b"", b"cd", b"e"], 10).await.unwrap(), web::Bytes::from_static(b"abcde"));
+        assert_eq!(read(&[b"abcde", b"fghij"], 10).await.unwrap(), web::Bytes::from_static(b"abcdefghij"));
+        assert!(matches!(read(&[b"abcde", b"fghij", b"k"], 10).await, Err(ApiError::PayloadTooLarge(10))));
+        assert!(matches!(read(&[b"abcdefghijk"], 10).await, Err(ApiError::PayloadTooLarge(10))));
+    }
 }
