@@ -10,8 +10,8 @@
 # are refused. See bench/README.md.
 #
 # Settings (environment): BENCH_SERVER_CPU (0), BENCH_LOAD_CPU (1), BENCH_WARMUP seconds (5),
-# BENCH_DURATION seconds (20), BENCH_CONNECTIONS (64), BENCH_FIXED_SHARE percent of chatwarden's
-# peak for the fixed-rate run (80), BENCH_CURVE_SHARES ("40 60 70", lower shares run for the latency
+# BENCH_DURATION seconds (20), BENCH_CONNECTIONS (64), BENCH_FIXED_SHARE percent of each server's
+# peak for the fixed-rate run of chatwarden and the bare server (80), BENCH_CURVE_SHARES ("40 60 70", lower shares run for the latency
 # curve) and BENCH_CURVE_DURATION seconds (10), CARGO_TARGET_DIR ($HOME/.cache/chatwarden-target),
 # BENCH_CACHE ($HOME/.cache/chatwarden), BENCH_SKIP_BUILD=1 (use the binaries already built).
 set -euo pipefail
@@ -260,6 +260,8 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # CPU time the hypervisor gave to others while CPU $1 wanted to run (ticks, /proc/stat "steal").
 steal_ticks() { awk -v c="cpu$1" '$1 == c { print $9 }' /proc/stat; }
 # Time the threads of process $1 spent runnable but waiting for a CPU (ns, /proc/PID/task/*/schedstat).
+# The server's CPU time since ($1 ticks, $2 wall-clock seconds) as a share of that wall time, in %.
+server_cpu_share() { python3 -c "import time; print(f'{($(cpu_ticks "$SERVER_PID") - $1) / $CLK_TCK / (time.time() - $2) * 100:.0f}')"; }
 runq_wait_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%d", s }'; }
 field() { sed -n "s/.*[[:space:]]$2=\\([^[:space:]]*\\).*/\\1/p" <<<" $1"; }
 
@@ -270,8 +272,7 @@ run_wrk() { # seconds extra-args... -> output of wrk
         "http://127.0.0.1:$SERVER_PORT/api/messages" -- "$WORK/token.valid" "$WORK/activity.json"
 }
 
-FIXED_LINE=
-FIXED_TARGET=
+declare -A FIXED CURVE
 ACTIVITIES_COUNTED=
 CW_SENT=0
 
@@ -306,33 +307,31 @@ measure() {
     CPU[$name]=$(python3 -c "print(f'{($c1 - $c0) / $CLK_TCK / ($t1 - $t0) * 100:.0f}')")
     log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} us, p99 ${P99[$name]} us, errors ${ERRORS[$name]}"
 
-    if [ "$name" = chatwarden ]; then
-        FIXED_TARGET=$(python3 -c "print(int(${RPS[$name]} * $FIXED_SHARE / 100))")
-        log "chatwarden: fixed rate $FIXED_TARGET req/s (${FIXED_SHARE}% of peak) for ${DURATION}s"
-        local s0 w0
-        s0=$(steal_ticks "$SERVER_CPU")
-        w0=$(runq_wait_ns "$SERVER_PID")
-        FIXED_LINE=$(taskset -c "$LOAD_CPU" "$LOADGEN" "127.0.0.1:$SERVER_PORT" /api/messages "$FIXED_TARGET" "$DURATION" \
-            "$CONNECTIONS" "$WORK/token.valid" "$WORK/activity.json")
-        FIXED_STEAL_MS=$((($(steal_ticks "$SERVER_CPU") - s0) * 1000 / CLK_TCK))
-        FIXED_RUNQ_MS=$((($(runq_wait_ns "$SERVER_PID") - w0) / 1000000))
-        { echo "---- endpoint-loadgen, chatwarden, fixed rate"; echo "$FIXED_LINE"; } >>"$WORK/raw.txt"
-        log "chatwarden: $FIXED_LINE"
-        CW_SENT=$((sent + $(field "$FIXED_LINE" completed)))
-        # The same at lower shares of the peak: how p99 grows with load.
-        CURVE=()
-        local share line
-        for share in $CURVE_SHARES; do
+    # Open-loop latency at fixed shares of the peak: chatwarden, and the bare server as the
+    # ceiling of what this machine's HTTP stack does at the same shares of its own peak.
+    if [ "$name" = chatwarden ] || [ "$name" = bare ]; then
+        local share line s0 w0 sc0 st0 curve="" fixed=""
+        for share in "$FIXED_SHARE" $CURVE_SHARES; do
+            local seconds=$CURVE_DURATION
+            [ "$share" = "$FIXED_SHARE" ] && seconds=$DURATION
             s0=$(steal_ticks "$SERVER_CPU")
             w0=$(runq_wait_ns "$SERVER_PID")
+            sc0=$(cpu_ticks "$SERVER_PID")
+            st0=$(date +%s.%N)
             line=$(taskset -c "$LOAD_CPU" "$LOADGEN" "127.0.0.1:$SERVER_PORT" /api/messages \
-                "$(python3 -c "print(int(${RPS[$name]} * $share / 100))")" "$CURVE_DURATION" \
+                "$(python3 -c "print(int(${RPS[$name]} * $share / 100))")" "$seconds" \
                 "$CONNECTIONS" "$WORK/token.valid" "$WORK/activity.json")
-            CURVE+=("$share $line steal_ms=$((($(steal_ticks "$SERVER_CPU") - s0) * 1000 / CLK_TCK)) runq_ms=$((($(runq_wait_ns "$SERVER_PID") - w0) / 1000000))")
-            { echo "---- endpoint-loadgen, chatwarden, ${share}% of peak, ${CURVE_DURATION}s"; echo "$line"; } >>"$WORK/raw.txt"
-            CW_SENT=$((CW_SENT + $(field "$line" completed)))
-            log "chatwarden at ${share}%: $line"
+            line="$share $line steal_ms=$((($(steal_ticks "$SERVER_CPU") - s0) * 1000 / CLK_TCK)) runq_ms=$((($(runq_wait_ns "$SERVER_PID") - w0) / 1000000)) srv_cpu=$(server_cpu_share "$sc0" "$st0")"
+            { echo "---- endpoint-loadgen, $name, ${share}% of peak, ${seconds}s"; echo "$line"; } >>"$WORK/raw.txt"
+            log "$name at ${share}% of peak: $line"
+            if [ -z "$fixed" ]; then fixed=$line; else curve+="$line"$'\n'; fi
+            if [ "$name" = chatwarden ]; then CW_SENT=$((CW_SENT + $(field "$line" completed))); fi
         done
+        FIXED[$name]=$fixed
+        CURVE[$name]=$curve
+    fi
+    if [ "$name" = chatwarden ]; then
+        CW_SENT=$((CW_SENT + sent))
         # Every request went through authentication into the bot as a messageReaction.
         ACTIVITIES_COUNTED=$(curl -s "http://127.0.0.1:$SERVER_PORT/metrics" |
             awk '/^chatwarden_activities_total\{/ && /messageReaction/ && /"ok"/ { print $2 }')
@@ -385,18 +384,21 @@ report() {
     echo "  chatwarden / (b) botbuilder-js       = $(ratio "${RPS[js]}")"
     echo "  chatwarden / (c) botbuilder-python   = $(ratio "${RPS[py]}")"
     echo
-    echo "chatwarden at a fixed rate of ${FIXED_SHARE}% of its peak (bench/loadgen, open loop, latency from the scheduled send time):"
-    echo "  target $(field "$FIXED_LINE" target_rps) req/s, achieved $(field "$FIXED_LINE" achieved_rps) req/s," \
-        "ok $(field "$FIXED_LINE" ok), failed $(($(field "$FIXED_LINE" bad_status) + $(field "$FIXED_LINE" errors)))"
-    echo "  p50 $(ms "$(field "$FIXED_LINE" p50_us)") ms, p90 $(ms "$(field "$FIXED_LINE" p90_us)") ms," \
-        "p99 $(ms "$(field "$FIXED_LINE" p99_us)") ms, p99.9 $(ms "$(field "$FIXED_LINE" p999_us)") ms, max $(ms "$(field "$FIXED_LINE" max_us)") ms"
-    echo "  during the run: CPU $SERVER_CPU stolen by the hypervisor ${FIXED_STEAL_MS} ms; server threads runnable but waiting for the CPU ${FIXED_RUNQ_MS} ms"
-    echo "  latency by load (${CURVE_DURATION}s each; steal and run-queue wait as above):"
-    local entry
-    for entry in "${CURVE[@]}"; do
-        printf '    %3s%% of peak: achieved %s req/s, p50 %s ms, p99 %s ms, p99.9 %s ms, max %s ms; steal %s ms, run-queue wait %s ms\n' \
-            "${entry%% *}" "$(field "$entry" achieved_rps)" "$(ms "$(field "$entry" p50_us)")" "$(ms "$(field "$entry" p99_us)")" \
-            "$(ms "$(field "$entry" p999_us)")" "$(ms "$(field "$entry" max_us)")" "$(field "$entry" steal_ms)" "$(field "$entry" runq_ms)"
+    echo "open loop at fixed shares of each server's own peak (bench/loadgen; latency from the scheduled send time, so"
+    echo "queueing counts; server CPU = its CPU time / wall time; steal = CPU $SERVER_CPU time taken by the hypervisor;"
+    echo "run-queue = time the server's threads were runnable but waiting for the CPU):"
+    local who entry
+    for who in chatwarden bare; do
+        echo "  ${LABEL[$who]}:"
+        while IFS= read -r entry; do
+            [ -n "$entry" ] || continue
+            printf '    %3s%% of peak: target %s, achieved %s req/s, failed %s; p50 %s, p90 %s, p99 %s, p99.9 %s, max %s ms; server CPU %s%%, steal %s ms, run-queue %s ms\n' \
+                "${entry%% *}" "$(field "$entry" target_rps)" "$(field "$entry" achieved_rps)" \
+                "$(($(field "$entry" bad_status) + $(field "$entry" errors)))" \
+                "$(ms "$(field "$entry" p50_us)")" "$(ms "$(field "$entry" p90_us)")" "$(ms "$(field "$entry" p99_us)")" \
+                "$(ms "$(field "$entry" p999_us)")" "$(ms "$(field "$entry" max_us)")" \
+                "$(field "$entry" srv_cpu)" "$(field "$entry" steal_ms)" "$(field "$entry" runq_ms)"
+        done <<<"${FIXED[$who]}"$'\n'"${CURVE[$who]}"
     done
     echo
     echo "authentication checks (HTTP status per token) and server threads after the run:"

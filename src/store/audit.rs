@@ -209,19 +209,21 @@ impl Store {
         Ok(())
     }
 
-    /// Stored records carrying the hash of every key in `keys` (oldest first), keeping those
-    /// that really have the keys.
+    /// Stored records carrying the hash of every key in `keys` (one or two; oldest first),
+    /// keeping those that really have the keys. The first key drives: each of its records is
+    /// checked for the second key with one probe of the (key_hash, record_seq) primary key.
     async fn audit_with_keys(&self, keys: &[&str]) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut sql = String::from("SELECT raw FROM audit_records WHERE ");
-        for n in 1..=keys.len() {
-            if n > 1 {
-                sql.push_str(" AND ");
-            }
-            sql.push_str(&format!("seq IN (SELECT record_seq FROM audit_lookup WHERE key_hash = ${n})"));
-        }
-        sql.push_str(&format!(" ORDER BY COALESCE(created_at, 9223372036854775807), id LIMIT ${}", keys.len() + 1));
+        let (sql, limit_slot) = match keys.len() {
+            1 => ("SELECT raw FROM audit_records WHERE seq IN (SELECT record_seq FROM audit_lookup WHERE key_hash = $1)", "$2"),
+            _ => (
+                "SELECT raw FROM audit_records WHERE seq IN (SELECT a.record_seq FROM audit_lookup a \
+                 JOIN audit_lookup b ON b.key_hash = $2 AND b.record_seq = a.record_seq WHERE a.key_hash = $1)",
+                "$3",
+            ),
+        };
+        let sql = format!("{sql} ORDER BY COALESCE(created_at, 9223372036854775807), id LIMIT {limit_slot}");
         let mut query = sqlx::query(&sql);
-        for key in keys {
+        for key in keys.iter().take(2) {
             query = query.bind(key_hash(key));
         }
         let rows = query.bind(LOOKUP_LIMIT).fetch_all(&self.pool).await?;
