@@ -13,7 +13,8 @@
 # BENCH_DURATION seconds (20), BENCH_CONNECTIONS (64), BENCH_FIXED_SHARE percent of each server's
 # peak for the fixed-rate run of chatwarden and the bare server (80), BENCH_CURVE_SHARES ("40 60 70", lower shares run for the latency
 # curve) and BENCH_CURVE_DURATION seconds (10), CARGO_TARGET_DIR ($HOME/.cache/chatwarden-target),
-# BENCH_CACHE ($HOME/.cache/chatwarden), BENCH_SKIP_BUILD=1 (use the binaries already built).
+# BENCH_CACHE ($HOME/.cache/chatwarden), BENCH_SKIP_BUILD=1 (use the binaries already built),
+# BENCH_ROUNDS (3) alternating chatwarden/bare pairs of BENCH_PAIR_DURATION seconds (10) each.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +29,8 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 FIXED_SHARE=${BENCH_FIXED_SHARE:-80}
 CURVE_SHARES=${BENCH_CURVE_SHARES:-40 60 70}
 CURVE_DURATION=${BENCH_CURVE_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+PAIR_DURATION=${BENCH_PAIR_DURATION:-10}
 
 APP_ID=9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3
 APP_PASSWORD=bench-app-password-not-a-secret
@@ -259,9 +262,9 @@ status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # CPU time the hypervisor gave to others while CPU $1 wanted to run (ticks, /proc/stat "steal").
 steal_ticks() { awk -v c="cpu$1" '$1 == c { print $9 }' /proc/stat; }
-# Time the threads of process $1 spent runnable but waiting for a CPU (ns, /proc/PID/task/*/schedstat).
 # The server's CPU time since ($1 ticks, $2 wall-clock seconds) as a share of that wall time, in %.
 server_cpu_share() { python3 -c "import time; print(f'{($(cpu_ticks "$SERVER_PID") - $1) / $CLK_TCK / (time.time() - $2) * 100:.0f}')"; }
+# Time the threads of process $1 spent runnable but waiting for a CPU (ns, /proc/PID/task/*/schedstat).
 runq_wait_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%d", s }'; }
 field() { sed -n "s/.*[[:space:]]$2=\\([^[:space:]]*\\).*/\\1/p" <<<" $1"; }
 
@@ -350,6 +353,38 @@ for name in chatwarden bare js py; do
     measure "$name"
 done
 
+# Alternating pairs: chatwarden and the bare server both running (pinned to the server core; the
+# idle one uses no CPU), then ROUNDS pairs of back-to-back wrk runs, chatwarden then bare. Each pair
+# gives a ratio measured within PAIR_DURATION x 2 seconds, so the machine's drift over minutes
+# (up to 30% on a virtual machine) cancels out; the median of the pairs is the headline ratio.
+PAIRS=()
+paired_ratios() {
+    local cw_pid cw_port bare_port round out cw bare
+    start_server chatwarden
+    cw_pid=$SERVER_PID cw_port=$SERVER_PORT
+    start_server bare
+    bare_port=$SERVER_PORT
+    SERVER_PORT=$cw_port
+    run_wrk "$WARMUP" >/dev/null
+    for round in $(seq "$ROUNDS"); do
+        SERVER_PORT=$cw_port
+        out=$(run_wrk "$PAIR_DURATION")
+        cw=$(field "$(grep '^RESULT' <<<"$out")" rps)
+        SERVER_PORT=$bare_port
+        out=$(run_wrk "$PAIR_DURATION")
+        bare=$(field "$(grep '^RESULT' <<<"$out")" rps)
+        PAIRS+=("$cw $bare")
+        echo "---- alternating pair $round: chatwarden $cw req/s, bare $bare req/s" >>"$WORK/raw.txt"
+        log "pair $round: chatwarden $cw req/s, bare $bare req/s"
+    done
+    stop_server "$SERVER_PID"
+    stop_server "$cw_pid"
+}
+if [ "$ROUNDS" -gt 0 ]; then
+    log "== alternating pairs: $ROUNDS x (chatwarden ${PAIR_DURATION}s, bare ${PAIR_DURATION}s)"
+    paired_ratios
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -383,6 +418,14 @@ report() {
     echo "  chatwarden / (a) bare actix-web      = $(ratio "${RPS[bare]}")"
     echo "  chatwarden / (b) botbuilder-js       = $(ratio "${RPS[js]}")"
     echo "  chatwarden / (c) botbuilder-python   = $(ratio "${RPS[py]}")"
+    if [ "${#PAIRS[@]}" -gt 0 ]; then
+        echo "  chatwarden / (a) in alternating pairs (${PAIR_DURATION}s each, back to back; the median is the one to quote):"
+        local pair
+        for pair in "${PAIRS[@]}"; do
+            python3 -c "cw, bare = $(tr ' ' ',' <<<"$pair"); print(f'    {cw:9.0f} / {bare:9.0f} = {cw / bare:.2f}')"
+        done
+        python3 -c "import statistics; r = [c / b for c, b in [$(printf '(%s),' "${PAIRS[@]// /,}")]]; print(f'    median = {statistics.median(r):.2f}')"
+    fi
     echo
     echo "open loop at fixed shares of each server's own peak (bench/loadgen; latency from the scheduled send time, so"
     echo "queueing counts; server CPU = its CPU time / wall time; steal = CPU $SERVER_CPU time taken by the hypervisor;"

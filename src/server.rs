@@ -186,7 +186,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(gate: web::Data<InboundGate>, store: web::Data<Store>) -> HttpResponse {
-    let keys = match &gate.auth {
+    let keys = match gate.auth() {
         InboundAuth::Channel(auth) if auth.keys().is_ready() => "ok",
         InboundAuth::Channel(_) => "unavailable",
         InboundAuth::Disabled => "disabled",

@@ -192,7 +192,7 @@ impl Application {
         let settings = desk_settings(&config);
         let services = DeskServices { store: store.clone(), connector, runner, updater, tokens: delegated, graph, endpoint };
         let desk = Desk::new(services, settings);
-        let gate = web::Data::new(InboundGate { auth, allowlist, max_body_bytes: config.max_body_bytes, metrics: Arc::clone(&metrics) });
+        let gate = web::Data::new(InboundGate::new(auth, allowlist, config.max_body_bytes, Arc::clone(&metrics)));
         let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics), config.commands_per_minute));
         let alerts = web::Data::new(AlertIntake {
             secret: config.alert_secret.clone(),
