@@ -176,12 +176,16 @@ impl Store {
     }
 
     /// Rebuilds the lookup index from the stored records when a migration asked for it (the
-    /// `audit_reindex` setting), in batches; safe to run twice or on several replicas at once.
+    /// `audit_reindex` setting), in batches. Each batch records its progress in the setting in the
+    /// same transaction, so a process stopped half way (a liveness probe, a deploy) goes on where
+    /// it stopped; safe on several replicas at once (rows are inserted once).
     pub(super) async fn reindex_audit_if_asked(&self) -> Result<(), StoreError> {
-        if self.setting(REINDEX_SETTING).await?.is_none() {
+        let Some(progress) = self.setting(REINDEX_SETTING).await? else {
             return Ok(());
-        }
-        let mut after = i64::MIN;
+        };
+        // 'pending' (from the migration) or the last sequence number indexed.
+        let mut after = progress.parse::<i64>().unwrap_or(i64::MIN);
+        tracing::info!(after_seq = after, "rebuilding the audit lookup index from the stored records");
         let mut total = 0usize;
         loop {
             let rows = sqlx::query("SELECT seq, raw FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2")
@@ -202,6 +206,11 @@ impl Store {
             total += records.len();
             let mut tx = self.pool.begin().await?;
             self.insert_lookup_rows(&mut tx, &lookup_rows(records.iter().map(|(r, seq)| (r, *seq)))).await?;
+            sqlx::query("UPDATE settings SET value = $1 WHERE key = $2")
+                .bind(after.to_string())
+                .bind(REINDEX_SETTING)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         }
         sqlx::query("DELETE FROM settings WHERE key = $1").bind(REINDEX_SETTING).execute(&self.pool).await?;
