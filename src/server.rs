@@ -213,3 +213,23 @@ async fn metrics_text(metrics: web::Data<Metrics>, store: web::Data<Store>) -> H
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORD: &str = r#"{"Id": "1", "Operation": "MemberAdded", "OrganizationId": "t"}"#;
+
+    #[test]
+    fn a_push_body_is_one_record_or_an_array_of_them() {
+        let one = pushed_records(format!(" \n{RECORD}\n").as_bytes()).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].raw_json(), RECORD);
+        let many = pushed_records(format!("\t[{RECORD}, {}]  ", RECORD.replace("\"1\"", "\"2\"")).as_bytes()).unwrap();
+        assert_eq!(many.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+        assert!(pushed_records(b" [] ").unwrap().is_empty());
+        assert!(matches!(pushed_records(b"\"text\""), Err(ApiError::InvalidRecord(_))));
+        assert!(matches!(pushed_records(b"[1]"), Err(ApiError::InvalidRecord(m)) if m.starts_with("record 0:")));
+        assert!(matches!(pushed_records(b"{\"Id\": "), Err(ApiError::BadJson(_))));
+    }
+}
