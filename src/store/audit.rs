@@ -218,29 +218,32 @@ impl Store {
         Ok(())
     }
 
-    /// Stored records carrying the hash of every key in `keys` (one or two; oldest first),
-    /// keeping those that really have the keys. The first key drives: each of its records is
-    /// checked for the second key with one probe of the (key_hash, record_seq) primary key.
-    async fn audit_with_keys(&self, keys: &[&str]) -> Result<Vec<AuditRecord>, StoreError> {
-        let (sql, limit_slot) = match keys.len() {
-            1 => ("SELECT raw FROM audit_records WHERE seq IN (SELECT record_seq FROM audit_lookup WHERE key_hash = $1)", "$2"),
-            _ => (
+    /// Stored records carrying the hash of `key` (and of `also`, when given; oldest first),
+    /// keeping those that really have the keys. `key` drives: each of its records is checked for
+    /// `also` with one probe of the (key_hash, record_seq) primary key.
+    async fn audit_with_keys(&self, key: &str, also: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = match also {
+            None => {
+                "SELECT raw FROM audit_records WHERE seq IN (SELECT record_seq FROM audit_lookup WHERE key_hash = $1) \
+                     ORDER BY COALESCE(created_at, 9223372036854775807), id LIMIT $2"
+            }
+            Some(_) => {
                 "SELECT raw FROM audit_records WHERE seq IN (SELECT a.record_seq FROM audit_lookup a \
-                 JOIN audit_lookup b ON b.key_hash = $2 AND b.record_seq = a.record_seq WHERE a.key_hash = $1)",
-                "$3",
-            ),
+                 JOIN audit_lookup b ON b.key_hash = $2 AND b.record_seq = a.record_seq WHERE a.key_hash = $1) \
+                 ORDER BY COALESCE(created_at, 9223372036854775807), id LIMIT $3"
+            }
         };
-        let sql = format!("{sql} ORDER BY COALESCE(created_at, 9223372036854775807), id LIMIT {limit_slot}");
-        let mut query = sqlx::query(&sql);
-        for key in keys.iter().take(2) {
-            query = query.bind(key_hash(key));
+        let mut query = sqlx::query(sql).bind(key_hash(key));
+        if let Some(also) = also {
+            query = query.bind(key_hash(also));
         }
+        let keys: Vec<&str> = std::iter::once(key).chain(also).collect();
         let rows = query.bind(LOOKUP_LIMIT).fetch_all(&self.pool).await?;
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             let raw: String = row.try_get("raw")?;
             match AuditRecord::from_json(raw) {
-                Ok(record) if matches(&record, keys) => records.push(record),
+                Ok(record) if matches(&record, &keys) => records.push(record),
                 Ok(_) => {}
                 Err(AuditParseError::Malformed(err)) => return Err(StoreError::Corrupt(format!("audit record JSON: {err}"))),
                 Err(err) => tracing::warn!(error = %err, "stored audit record no longer parses"),
@@ -251,22 +254,22 @@ impl Store {
 
     /// Records of `chat` that name `user` (object id or UPN) as a member or as the actor.
     pub async fn audit_for_chat_user(&self, chat: &str, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&[&chat_key(chat), &user_key(user)]).await
+        self.audit_with_keys(&chat_key(chat), Some(&user_key(user))).await
     }
 
     /// Records of one chat, oldest first.
     pub async fn audit_for_chat(&self, chat: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&[&chat_key(chat)]).await
+        self.audit_with_keys(&chat_key(chat), None).await
     }
 
     /// Records that name `user` (object id or UPN, case-insensitive) as a member or the actor.
     pub async fn audit_for_user(&self, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&[&user_key(user)]).await
+        self.audit_with_keys(&user_key(user), None).await
     }
 
     /// Records of chats involving an external tenant id or domain (case-insensitive).
     pub async fn audit_for_party(&self, party: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&[&party_key(party)]).await
+        self.audit_with_keys(&party_key(party), None).await
     }
 
     /// How many audit records are stored.
