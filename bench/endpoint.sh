@@ -182,7 +182,7 @@ start_server() {
             CHATWARDEN_GRAPH_URL=http://127.0.0.1:9 \
             CHATWARDEN_MANAGEMENT_URL=http://127.0.0.1:9 \
             CHATWARDEN_BIND="127.0.0.1:$SERVER_PORT" \
-            RUST_LOG=warn \
+            RUST_LOG=info \
             taskset -c "$SERVER_CPU" "$CHATWARDEN" serve) >"$WORK/$name.log" 2>&1 &
         ;;
     bare)

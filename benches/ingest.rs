@@ -115,8 +115,14 @@ async fn main() {
     let postgres = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
     println!("| backend    | records | ingest     | records/s  | chat+user p50 | p99     | user p50    | p99         |");
     println!("|------------|---------|------------|------------|---------------|---------|-------------|-------------|");
-    run("SQLite", &sqlite, count, batch).await;
-    run("PostgreSQL", &postgres, count, batch).await;
+    // INGEST_BACKENDS=sqlite (or postgres) runs one of the two, for profiling.
+    let only = std::env::var("INGEST_BACKENDS").unwrap_or_default();
+    if !only.eq_ignore_ascii_case("postgres") {
+        run("SQLite", &sqlite, count, batch).await;
+    }
+    if !only.eq_ignore_ascii_case("sqlite") {
+        run("PostgreSQL", &postgres, count, batch).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     use sqlx::Connection as _;
     let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();

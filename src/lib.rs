@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;
+pub mod request_span;
 pub mod server;
 pub mod standins;
 pub mod startup;

@@ -8,6 +8,8 @@ use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _, web};
 use serde_json::json;
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use crate::request_span::RequestSpan;
+
 use actix_web::HttpRequest;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::value::RawValue;
@@ -117,7 +119,7 @@ pub fn build_app(
                 Ok(res)
             }
         })
-        .wrap(TracingLogger::default())
+        .wrap(TracingLogger::<RequestSpan>::new())
         .configure(configure(&state))
 }
 

@@ -48,6 +48,26 @@ fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     sql
 }
 
+/// The start of an insert whose rows are skipped when they already exist. On SQLite this is
+/// `INSERT OR IGNORE`, which can never abort half way, so SQLite keeps no statement journal for
+/// it (with `ON CONFLICT DO NOTHING` a NOT NULL violation could still abort the statement, and
+/// every page it touches is first copied to that journal); PostgreSQL says it at the end instead.
+fn insert_or_skip(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INSERT OR IGNORE INTO",
+        Backend::Postgres => "INSERT INTO",
+    }
+}
+
+/// The end of an insert started by [`insert_or_skip`]: nothing on SQLite, `ON CONFLICT target DO
+/// NOTHING` on PostgreSQL.
+fn on_conflict_skip(backend: Backend, target: &str) -> String {
+    match backend {
+        Backend::Sqlite => String::new(),
+        Backend::Postgres => format!("ON CONFLICT {target} DO NOTHING"),
+    }
+}
+
 /// The lookup key of a chat (as written).
 fn chat_key(chat: &str) -> String {
     format!("c:{chat}")
@@ -131,9 +151,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in records.chunks(RECORDS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO audit_records (id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at) VALUES {} \
-                 ON CONFLICT (id) DO NOTHING RETURNING id, seq",
-                placeholders(self.backend(), chunk.len(), 7)
+                "{} audit_records (id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at) VALUES {} {} RETURNING id, seq",
+                insert_or_skip(self.backend()),
+                placeholders(self.backend(), chunk.len(), 7),
+                on_conflict_skip(self.backend(), "(id)"),
             );
             let mut insert = sqlx::query_as::<Any, (String, i64)>(&sql);
             for record in chunk {
@@ -163,8 +184,10 @@ impl Store {
     async fn insert_lookup_rows(&self, tx: &mut sqlx::Transaction<'_, Any>, rows: &[(i64, i64)]) -> Result<(), StoreError> {
         for rows in rows.chunks(KEYS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO audit_lookup (key_hash, record_seq) VALUES {} ON CONFLICT DO NOTHING",
-                placeholders(self.backend(), rows.len(), 2)
+                "{} audit_lookup (key_hash, record_seq) VALUES {} {}",
+                insert_or_skip(self.backend()),
+                placeholders(self.backend(), rows.len(), 2),
+                on_conflict_skip(self.backend(), ""),
             );
             let mut insert = sqlx::query::<Any>(&sql);
             for (hash, seq) in rows {
