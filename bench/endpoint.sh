@@ -14,7 +14,10 @@
 # peak for the fixed-rate run of chatwarden and the bare server (80), BENCH_CURVE_SHARES ("40 60 70", lower shares run for the latency
 # curve) and BENCH_CURVE_DURATION seconds (10), CARGO_TARGET_DIR ($HOME/.cache/chatwarden-target),
 # BENCH_CACHE ($HOME/.cache/chatwarden), BENCH_SKIP_BUILD=1 (use the binaries already built),
-# BENCH_ROUNDS (3) alternating chatwarden/bare pairs of BENCH_PAIR_DURATION seconds (10) each.
+# BENCH_ROUNDS (3) alternating chatwarden/bare pairs of BENCH_PAIR_DURATION seconds (10) each,
+# BENCH_RUST_LOG (info, the service's default) for chatwarden's log filter, BENCH_CHATWARDEN (the
+# chatwarden binary to run; default the release build), BENCH_PAIRS_ONLY=1 (only the alternating
+# pairs: a quick before/after of a change, about a minute).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,7 +71,8 @@ else
     log "building bench/loadgen (release, -j 1)"
     cargo build --quiet --release -j 1 --locked --manifest-path "$BENCH/loadgen/Cargo.toml" --target-dir "$LOADGEN_TARGET"
 fi
-CHATWARDEN=$CARGO_TARGET_DIR/release/chatwarden
+CHATWARDEN=${BENCH_CHATWARDEN:-$CARGO_TARGET_DIR/release/chatwarden}
+RUST_LOG_LEVEL=${BENCH_RUST_LOG:-info}
 BARE=$CARGO_TARGET_DIR/release/examples/bare_actix
 LOADGEN=$LOADGEN_TARGET/release/endpoint-loadgen
 
@@ -182,7 +186,7 @@ start_server() {
             CHATWARDEN_GRAPH_URL=http://127.0.0.1:9 \
             CHATWARDEN_MANAGEMENT_URL=http://127.0.0.1:9 \
             CHATWARDEN_BIND="127.0.0.1:$SERVER_PORT" \
-            RUST_LOG=info \
+            RUST_LOG="$RUST_LOG_LEVEL" \
             taskset -c "$SERVER_CPU" "$CHATWARDEN" serve) >"$WORK/$name.log" 2>&1 &
         ;;
     bare)
@@ -349,9 +353,12 @@ measure() {
 
 : >"$WORK/raw.txt"
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
-for name in chatwarden bare js py; do
-    measure "$name"
-done
+PAIRS_ONLY=${BENCH_PAIRS_ONLY:-0}
+if [ "$PAIRS_ONLY" != 1 ]; then
+    for name in chatwarden bare js py; do
+        measure "$name"
+    done
+fi
 
 # Alternating pairs: chatwarden and the bare server both running (pinned to the server core; the
 # idle one uses no CPU), then ROUNDS pairs of back-to-back wrk runs, chatwarden then bare. Each pair
@@ -383,6 +390,12 @@ paired_ratios() {
 if [ "$ROUNDS" -gt 0 ]; then
     log "== alternating pairs: $ROUNDS x (chatwarden ${PAIR_DURATION}s, bare ${PAIR_DURATION}s)"
     paired_ratios
+fi
+if [ "$PAIRS_ONLY" = 1 ]; then
+    [ "${#PAIRS[@]}" -gt 0 ] || die "BENCH_PAIRS_ONLY=1 needs BENCH_ROUNDS > 0"
+    echo "chatwarden ($CHATWARDEN, RUST_LOG=$RUST_LOG_LEVEL) / bare actix-web, alternating pairs of ${PAIR_DURATION}s:"
+    python3 -c "import statistics; r = [c / b for c, b in [$(printf '(%s),' "${PAIRS[@]// /,}")]]; print('  ' + ', '.join(f'{x:.2f}' for x in r) + f'; median {statistics.median(r):.2f}')"
+    exit 0
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -124,8 +124,6 @@ pub fn build_app(
 }
 
 async fn messages(activity: VerifiedActivity, bot: web::Data<Bot>) -> HttpResponse {
-    let span = tracing::Span::current();
-    span.record("activity.type", activity.activity().kind.as_str());
     match bot.handle(&activity).await {
         BotResponse::Ack => HttpResponse::Ok().finish(),
         BotResponse::Invoke(body) => HttpResponse::Ok().json(body),
