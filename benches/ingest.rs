@@ -4,6 +4,7 @@
 //! by chat and by user at that size. `cargo bench --bench ingest` (PostgreSQL from
 //! CHATWARDEN_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test).
 //! Without `--bench` (as under `cargo test`) it runs a 2,000-record smoke version.
+//! `INGEST_BACKENDS=sqlite` (or `postgres`) runs one backend only, e.g. under `perf record`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
