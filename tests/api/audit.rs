@@ -241,6 +241,34 @@ async fn the_index_stores_each_record_once_and_finds_it_by_chat_user_and_party()
     }
 }
 
+#[tokio::test]
+async fn batches_mixing_new_stored_and_repeated_records_index_each_new_record_under_its_own_keys() {
+    for url in [sqlite_url(), postgres_url().await] {
+        let store = Store::connect(&url).await.unwrap();
+        let record = |i: usize| {
+            let mut value = member_added(&format!("batch-{i}"));
+            value["ChatThreadId"] = json!(format!("19:chat-{i}@thread.v2"));
+            AuditRecord::parse(value).unwrap()
+        };
+        // All new.
+        let first: Vec<AuditRecord> = (0..5).map(record).collect();
+        assert_eq!(store.insert_audit_batch(&first, now_ms()).await.unwrap(), [true; 5]);
+        // Stored records between new ones, and one new id twice.
+        let second: Vec<AuditRecord> = [1, 5, 3, 6, 6, 7, 0].into_iter().map(record).collect();
+        assert_eq!(store.insert_audit_batch(&second, now_ms()).await.unwrap(), [false, true, false, true, false, true, false]);
+        // All new again, after the mixed batch.
+        let third: Vec<AuditRecord> = (8..11).map(record).collect();
+        assert_eq!(store.insert_audit_batch(&third, now_ms()).await.unwrap(), [true; 3]);
+        assert_eq!(store.audit_count().await.unwrap(), 11);
+        // Each record is found under its own chat, and only there: its lookup rows carry its own
+        // sequence number.
+        for i in 0..11 {
+            let found = store.audit_for_chat(&format!("19:chat-{i}@thread.v2")).await.unwrap();
+            assert_eq!(found.into_iter().map(|r| r.id).collect::<Vec<_>>(), [format!("batch-{i}")], "chat {i} on {url}");
+        }
+    }
+}
+
 fn member_added(id: &str) -> Value {
     let mut record = own_fixtures().remove(0);
     record["Id"] = json!(id);
