@@ -2,14 +2,17 @@
 """SQLite's own ceiling for chatwarden's audit ingestion, with no parser and no driver.
 
 The same 100,000 records as `cargo bench --bench ingest` (same JSON shape, 5,000 users, 200
-external tenants), the same schema (migration 0005), the same pragmas (WAL, synchronous FULL,
+external tenants), the same schema (migration 0005), the same pragmas (32 KiB pages, WAL, synchronous FULL,
 16 MiB page cache, in-memory temporary store) and the same transactions of 5,000 records: each
 transaction is two `INSERT OR IGNORE ... SELECT` statements that copy a batch of prepared rows
 (the record text and its seven hashed lookup keys, sorted) from in-memory staging tables. The
 time measured is SQLite's B-tree, WAL and fsync work alone; everything chatwarden adds (parsing,
 key hashing, binding through sqlx) is left out, so chatwarden's rate can only be lower.
 
-    python3 bench/sqlite_ceiling.py [records] [records per transaction]
+    python3 bench/sqlite_ceiling.py [records] [records per transaction] [page size]
+
+The page size defaults to chatwarden's (32 KiB, set on new databases in `store::Store::connect`);
+4096 shows SQLite's default.
 
 Python's sqlite3 module links the system SQLite (printed), not the one bundled into chatwarden.
 """
@@ -73,6 +76,7 @@ def lookup_keys(r: dict) -> set:
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 5_000
+    page_size = int(sys.argv[3]) if len(sys.argv) > 3 else 32_768
     migration = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "migrations", "sqlite", "0005_audit_lookup.sql")
     with open(migration) as f:
         schema = f.read()
@@ -82,7 +86,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="chatwarden-ceiling-") as work:
         db = sqlite3.connect(os.path.join(work, "audit.db"), isolation_level=None)
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 10000", "foreign_keys = ON",
+        for pragma in (f"page_size = {page_size}", "journal_mode = WAL", "synchronous = FULL", "busy_timeout = 10000", "foreign_keys = ON",
                        "temp_store = MEMORY", "cache_size = -16384"):
             db.execute(f"PRAGMA {pragma}")
         db.executescript(schema)
@@ -124,7 +128,8 @@ def main() -> None:
         stored = db.execute("SELECT COUNT(*) FROM audit_records").fetchone()[0]
         indexed = db.execute("SELECT COUNT(*) FROM audit_lookup").fetchone()[0]
         assert stored == count and indexed == key_rows, (stored, indexed, key_rows)
-        print(f"SQLite {sqlite3.sqlite_version}: {count:,} records ({sizes / count:.0f} bytes of JSON each, "
+        assert db.execute("PRAGMA page_size").fetchone()[0] == page_size
+        print(f"SQLite {sqlite3.sqlite_version}, {page_size // 1024} KiB pages: {count:,} records ({sizes / count:.0f} bytes of JSON each, "
               f"{key_rows / count:.1f} lookup keys each), {batch:,} per transaction: "
               f"{elapsed:.2f} s, {count / elapsed:,.0f} records/s (records {phases[0]:.2f} s, lookup keys {phases[1]:.2f} s, "
               f"commits {phases[2]:.2f} s)")

@@ -218,7 +218,33 @@ async fn an_index_of_the_previous_schema_is_rebuilt_at_start_up() {
             assert_eq!(ids(store.audit_for_user("application").await.unwrap()), ["own-6", "own-8"]);
             store.close().await;
         }
+        if backend == "sqlite" {
+            assert_eq!(page_size(&url).await, 4096, "an existing database keeps its page size");
+        }
     }
+}
+
+/// The page size of the SQLite database at `url`.
+async fn page_size(url: &str) -> i64 {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    size
+}
+
+#[tokio::test]
+async fn a_new_sqlite_database_has_32_kib_pages() {
+    let url = sqlite_url();
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.insert_audit(&AuditRecord::parse(own_fixtures().remove(0)).unwrap(), now_ms()).await.unwrap());
+    store.close().await;
+    assert_eq!(page_size(&url).await, 32_768);
+    // It stays so when opened again, and the record is still there.
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.audit_count().await.unwrap(), 1);
+    store.close().await;
+    assert_eq!(page_size(&url).await, 32_768);
 }
 
 #[tokio::test]
