@@ -10,11 +10,12 @@ use crate::audit::record::{AuditParseError, AuditRecord};
 /// Most records one lookup returns.
 const LOOKUP_LIMIT: i64 = 5_000;
 
-/// Records per multi-row insert (7 parameters each, well under SQLite's 32,766 and PostgreSQL's
-/// 65,535 parameters per statement).
-const RECORDS_PER_STATEMENT: usize = 500;
-/// Lookup rows per multi-row insert (2 parameters each).
-const KEYS_PER_STATEMENT: usize = 4_000;
+/// Records per multi-row insert (7 parameters each: 14,000, under SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters per statement). 2,000 rather than 500: 12% faster ingestion
+/// (median of six alternating runs, BENCHMARKS.md).
+const RECORDS_PER_STATEMENT: usize = 2_000;
+/// Lookup rows per multi-row insert (2 parameters each: 32,000).
+const KEYS_PER_STATEMENT: usize = 16_000;
 /// Records re-indexed per transaction when the index is rebuilt.
 const REINDEX_BATCH: i64 = 2_000;
 /// The setting that asks for the lookup index to be rebuilt from the stored records.

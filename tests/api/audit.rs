@@ -295,6 +295,31 @@ async fn batches_mixing_new_stored_and_repeated_records_index_each_new_record_un
     }
 }
 
+/// A transaction larger than one multi-row statement (2,000 records, 16,000 lookup rows): every
+/// record stored once and found under its keys, on both backends.
+#[tokio::test]
+async fn a_batch_spanning_several_statements_is_stored_and_indexed_whole() {
+    for url in [sqlite_url(), postgres_url().await] {
+        let store = Store::connect(&url).await.unwrap();
+        let records: Vec<AuditRecord> = (0..4_500)
+            .map(|i| {
+                let mut value = member_added(&format!("many-{i}"));
+                value["ChatThreadId"] = json!(format!("19:many-{i}@thread.v2"));
+                AuditRecord::parse(value).unwrap()
+            })
+            .collect();
+        assert!(store.insert_audit_batch(&records, now_ms()).await.unwrap().iter().all(|fresh| *fresh));
+        assert_eq!(store.audit_count().await.unwrap(), 4_500);
+        for i in [0, 1_999, 2_000, 3_999, 4_000, 4_499] {
+            let found = store.audit_for_chat(&format!("19:many-{i}@thread.v2")).await.unwrap();
+            assert_eq!(found.into_iter().map(|r| r.id).collect::<Vec<_>>(), [format!("many-{i}")], "{url}");
+        }
+        // Every record names John: all 4,500 are found by him (up to the lookup limit of 5,000).
+        assert_eq!(store.audit_for_user(JOHN_OID).await.unwrap().len(), 4_500);
+        assert!(store.insert_audit_batch(&records[..10], now_ms()).await.unwrap().iter().all(|fresh| !*fresh));
+    }
+}
+
 fn member_added(id: &str) -> Value {
     let mut record = own_fixtures().remove(0);
     record["Id"] = json!(id);
