@@ -5,7 +5,7 @@
 //! (echoed as `x-request-id`): four fields, all known when the request arrives. Nothing is added
 //! to the span later: the JSON log format keeps a span's fields as one JSON text, and each field
 //! recorded afterwards parses and rewrites that text, which cost a third of the service's
-//! throughput at `RUST_LOG=info` (BENCHMARKS.md). The outcome (status, error text, time) is a
+//! throughput at `RUST_LOG=info` (BENCHMARKS.md). The outcome (status, error text) is a
 //! `debug` line of its own when the response is ready. The stock span of `tracing-actix-web`
 //! formats fourteen fields, reads the forwarding headers and records two more at the end.
 
