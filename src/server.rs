@@ -2,17 +2,14 @@
 
 use std::sync::Arc;
 
+use actix_web::HttpRequest;
 use actix_web::dev::Service as _;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _, web};
-use serde_json::json;
-use tracing_actix_web::{RequestId, TracingLogger};
-
-use crate::request_span::RequestSpan;
-
-use actix_web::HttpRequest;
 use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::json;
 use serde_json::value::RawValue;
+use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::alerts::AlertDesk;
 use crate::audit::record::AuditRecord;
@@ -23,6 +20,7 @@ use crate::botframework::inbound::{read_body, refuse_declared_oversize};
 use crate::http_error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
+use crate::request_span::RequestSpan;
 use crate::standins::StandIns;
 use crate::store::Store;
 
