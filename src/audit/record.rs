@@ -339,14 +339,17 @@ impl AuditRecord {
     /// is not of a known external domain.
     pub fn internal_members(&self) -> Vec<&Member> {
         let parties = self.external_parties();
+        self.internal_members_among(&parties).collect()
+    }
+
+    /// [`internal_members`](Self::internal_members) for a caller that already holds the record's
+    /// [`external_parties`](Self::external_parties) (they are not computed twice).
+    pub fn internal_members_among<'a: 'p, 'p>(&'a self, parties: &'p ExternalParties) -> impl Iterator<Item = &'a Member> + 'p {
         let ours = self.organization_id.as_str();
-        self.members
-            .iter()
-            .filter(|m| match &m.organization_id {
-                Some(tenant) => tenant.eq_ignore_ascii_case(ours),
-                None => !m.upn.as_deref().and_then(Self::domain_of).is_some_and(|d| parties.domains.contains(&d)),
-            })
-            .collect()
+        self.members.iter().filter(move |m| match &m.organization_id {
+            Some(tenant) => tenant.eq_ignore_ascii_case(ours),
+            None => !m.upn.as_deref().and_then(Self::domain_of).is_some_and(|d| parties.domains.contains(&d)),
+        })
     }
 }
 

@@ -69,44 +69,61 @@ fn on_conflict_skip(backend: Backend, target: &str) -> String {
     }
 }
 
-/// The lookup key of a chat (as written).
-fn chat_key(chat: &str) -> String {
-    format!("c:{chat}")
+/// What a lookup key names, and its prefix in the key's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    /// A chat thread id, matched as written.
+    Chat,
+    /// A member's or the actor's object id or UPN, matched case-insensitively.
+    User,
+    /// An external tenant id or domain, matched case-insensitively.
+    Party,
 }
 
-/// The lookup key of a user (object id or UPN, case-insensitive).
-fn user_key(user: &str) -> String {
-    format!("u:{}", user.to_ascii_lowercase())
-}
-
-/// The lookup key of an external party (tenant id or domain, case-insensitive).
-fn party_key(party: &str) -> String {
-    format!("p:{}", party.to_ascii_lowercase())
-}
-
-/// The lookup keys of a record: its chat; each member's and the actor's object id and UPN; each
-/// external tenant id and domain; each once.
-fn lookup_keys(record: &AuditRecord) -> std::collections::BTreeSet<String> {
-    let mut keys = std::collections::BTreeSet::new();
-    if let Some(chat) = record.chat_thread_id.as_deref() {
-        keys.insert(chat_key(chat));
-    }
-    let mut user = |value: Option<&str>| {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            keys.insert(user_key(value));
+impl KeyKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Chat => "c:",
+            Self::User => "u:",
+            Self::Party => "p:",
         }
-    };
-    for member in record.internal_members() {
-        user(member.user_object_id.as_deref());
-        user(member.upn.as_deref());
     }
-    user(record.user_key.as_deref());
-    user(record.user_id.as_deref());
+
+    fn folds_case(self) -> bool {
+        self != Self::Chat
+    }
+}
+
+/// The text of a lookup key: its prefix and the value (lower case for users and parties).
+fn key_text(kind: KeyKind, value: &str) -> String {
+    let value = if kind.folds_case() { value.to_ascii_lowercase() } else { value.to_owned() };
+    format!("{}{value}", kind.prefix())
+}
+
+/// Calls `each` with every lookup key of a record as (kind, value as written): its chat; each
+/// internal member's and the actor's object id and UPN; each external tenant id and domain. The
+/// same key can come more than once (a UPN that is also the actor's).
+fn for_each_key(record: &AuditRecord, mut each: impl FnMut(KeyKind, &str)) {
+    if let Some(chat) = record.chat_thread_id.as_deref() {
+        each(KeyKind::Chat, chat);
+    }
     let parties = record.external_parties();
-    for party in parties.tenant_ids.into_iter().chain(parties.domains) {
-        keys.insert(party_key(&party));
+    let members = record.internal_members_among(&parties).flat_map(|m| [m.user_object_id.as_deref(), m.upn.as_deref()]);
+    for user in members.chain([record.user_key.as_deref(), record.user_id.as_deref()]).flatten() {
+        if !user.is_empty() {
+            each(KeyKind::User, user);
+        }
     }
-    keys
+    for party in parties.tenant_ids.iter().chain(&parties.domains) {
+        each(KeyKind::Party, party);
+    }
+}
+
+/// The first 8 bytes of a digest, as a signed integer.
+fn first_eight(digest: &[u8]) -> i64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// The stored form of a lookup key: the first 8 bytes of its SHA-256, as a signed integer.
@@ -114,23 +131,47 @@ fn lookup_keys(record: &AuditRecord) -> std::collections::BTreeSet<String> {
 /// from crafting records whose keys collide with a given user's.
 fn key_hash(key: &str) -> i64 {
     use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(key.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(first)
+    first_eight(&sha2::Sha256::digest(key.as_bytes()))
 }
 
-/// Whether `record` really has every one of `keys` (a hash match is only a candidate).
+/// [`key_hash`] of [`key_text`]`(kind, value)`, without building the text: the value is fed to
+/// the hash in lower-cased pieces from a stack buffer.
+fn hash_key(kind: KeyKind, value: &str) -> i64 {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(kind.prefix().as_bytes());
+    if kind.folds_case() {
+        let mut buffer = [0u8; 64];
+        for piece in value.as_bytes().chunks(buffer.len()) {
+            let lower = &mut buffer[..piece.len()];
+            lower.copy_from_slice(piece);
+            lower.make_ascii_lowercase();
+            hasher.update(&*lower);
+        }
+    } else {
+        hasher.update(value.as_bytes());
+    }
+    first_eight(&hasher.finalize())
+}
+
+/// Whether `record` really has every one of `keys` (key texts; a hash match is only a candidate).
 fn matches(record: &AuditRecord, keys: &[&str]) -> bool {
-    let own = lookup_keys(record);
-    keys.iter().all(|key| own.contains(*key))
+    let mut found = vec![false; keys.len()];
+    for_each_key(record, |kind, value| {
+        for (wanted, found) in keys.iter().zip(found.iter_mut()) {
+            if let Some(wanted) = wanted.strip_prefix(kind.prefix()) {
+                *found |= if kind.folds_case() { wanted.eq_ignore_ascii_case(value) } else { wanted == value };
+            }
+        }
+    });
+    found.into_iter().all(|f| f)
 }
 
 /// Sorted, distinct (key hash, record sequence) rows for the given records.
 fn lookup_rows<'r>(records: impl Iterator<Item = (&'r AuditRecord, i64)>) -> Vec<(i64, i64)> {
     let mut rows: Vec<(i64, i64)> = Vec::new();
     for (record, seq) in records {
-        rows.extend(lookup_keys(record).iter().map(|key| (key_hash(key), seq)));
+        for_each_key(record, |kind, value| rows.push((hash_key(kind, value), seq)));
     }
     // In key order, each insert lands next to the previous one in the B-tree: the pages a batch
     // touches are visited once each instead of at random.
@@ -278,22 +319,22 @@ impl Store {
 
     /// Records of `chat` that name `user` (object id or UPN) as a member or as the actor.
     pub async fn audit_for_chat_user(&self, chat: &str, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&chat_key(chat), Some(&user_key(user))).await
+        self.audit_with_keys(&key_text(KeyKind::Chat, chat), Some(&key_text(KeyKind::User, user))).await
     }
 
     /// Records of one chat, oldest first.
     pub async fn audit_for_chat(&self, chat: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&chat_key(chat), None).await
+        self.audit_with_keys(&key_text(KeyKind::Chat, chat), None).await
     }
 
     /// Records that name `user` (object id or UPN, case-insensitive) as a member or the actor.
     pub async fn audit_for_user(&self, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&user_key(user), None).await
+        self.audit_with_keys(&key_text(KeyKind::User, user), None).await
     }
 
     /// Records of chats involving an external tenant id or domain (case-insensitive).
     pub async fn audit_for_party(&self, party: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&party_key(party), None).await
+        self.audit_with_keys(&key_text(KeyKind::Party, party), None).await
     }
 
     /// How many audit records are stored.
@@ -404,10 +445,16 @@ mod tests {
     #[test]
     fn key_hashes_are_stable_and_keys_are_normalised() {
         // A stored index must read back the same in every version: pin the hash of one key.
-        assert_eq!(key_hash("u:alice@contoso.com"), key_hash(&user_key("Alice@Contoso.COM")));
+        assert_eq!(key_hash("u:alice@contoso.com"), key_hash(&key_text(KeyKind::User, "Alice@Contoso.COM")));
+        // Hashing without building the text gives the same value, for values longer than the
+        // lower-casing buffer too, and chats keep their case.
+        let long = format!("{}@Contoso.COM", "A".repeat(150));
+        for (kind, value) in [(KeyKind::User, "Alice@Contoso.COM"), (KeyKind::Party, long.as_str()), (KeyKind::Chat, "19:A@thread.v2")] {
+            assert_eq!(hash_key(kind, value), key_hash(&key_text(kind, value)), "{kind:?} {value}");
+        }
         // sha256("c:19:a@thread.v2")[..8] as a big-endian i64 (computed with Python's hashlib).
         assert_eq!(key_hash("c:19:a@thread.v2"), -1133618623846795362);
-        assert_ne!(key_hash(&chat_key("19:A@thread.v2")), key_hash(&chat_key("19:a@thread.v2")));
+        assert_ne!(hash_key(KeyKind::Chat, "19:A@thread.v2"), hash_key(KeyKind::Chat, "19:a@thread.v2"));
     }
 
     #[test]
@@ -422,6 +469,8 @@ mod tests {
         assert!(rows.windows(2).all(|w| w[0] < w[1]));
         assert!(matches(&record, &["c:19:x@unq.gbl.spaces", "u:bob@contoso.com"]));
         assert!(!matches(&record, &["c:19:x@unq.gbl.spaces", "u:eve@contoso.com"]));
+        assert!(!matches(&record, &["c:19:X@unq.gbl.spaces"]), "chats are matched as written");
+        assert!(!matches(&record, &["p:bob@contoso.com"]), "a user is not a party");
     }
 
     #[test]
