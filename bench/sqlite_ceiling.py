@@ -2,7 +2,7 @@
 """SQLite's own ceiling for chatwarden's audit ingestion, with no parser and no driver.
 
 The same 100,000 records as `cargo bench --bench ingest` (same JSON shape, 5,000 users, 200
-external tenants), the same schema (migration 0005), the same pragmas (32 KiB pages, WAL, synchronous FULL,
+external tenants), the same schema (migrations 0005 and 0006), the same pragmas (32 KiB pages, WAL, synchronous FULL,
 16 MiB page cache, in-memory temporary store) and the same transactions of 5,000 records: each
 transaction is two `INSERT OR IGNORE ... SELECT` statements that copy a batch of prepared rows
 (the record text and its seven hashed lookup keys, sorted) from in-memory staging tables. The
@@ -82,7 +82,10 @@ def main() -> None:
         schema = f.read()
     schema = schema[schema.index("CREATE TABLE audit_records_v5"):schema.index("INSERT INTO audit_records_v5")]
     schema = schema.replace("audit_records_v5", "audit_records")
-    schema += "CREATE TABLE audit_lookup (key_hash BIGINT NOT NULL, record_seq BIGINT NOT NULL, PRIMARY KEY (key_hash, record_seq)) WITHOUT ROWID;"
+    migration = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "migrations", "sqlite", "0006_audit_lookup_buckets.sql")
+    with open(migration) as f:
+        buckets = f.read()
+    schema += buckets[buckets.index("CREATE TABLE audit_lookup_v6"):buckets.index("INSERT INTO audit_lookup_v6")].replace("audit_lookup_v6", "audit_lookup")
 
     with tempfile.TemporaryDirectory(prefix="chatwarden-ceiling-") as work:
         db = sqlite3.connect(os.path.join(work, "audit.db"), isolation_level=None)
@@ -92,7 +95,7 @@ def main() -> None:
         db.executescript(schema)
         db.execute("CREATE TEMP TABLE rec (batch INTEGER, seq INTEGER, id TEXT, tenant_id TEXT, operation TEXT, created_at BIGINT, "
                    "chat_thread_id TEXT, raw TEXT, ingested_at BIGINT)")
-        db.execute("CREATE TEMP TABLE keys (batch INTEGER, key_hash BIGINT, record_seq BIGINT)")
+        db.execute("CREATE TEMP TABLE keys (batch INTEGER, bucket BIGINT, key_hash BIGINT, record_seq BIGINT)")
         db.execute("BEGIN")
         sizes = 0
         for i in range(count):
@@ -102,9 +105,9 @@ def main() -> None:
             seq = i + 1
             db.execute("INSERT INTO temp.rec VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (i // batch, seq, r["Id"], TENANT, r["Operation"], 1_763_629_923_000, r["ChatThreadId"], raw, 0))
-            db.executemany("INSERT INTO temp.keys VALUES (?, ?, ?)", [(i // batch, key_hash(k), seq) for k in lookup_keys(r)])
+            db.executemany("INSERT INTO temp.keys VALUES (?, ?, ?, ?)", [(i // batch, seq >> 16, key_hash(k), seq) for k in lookup_keys(r)])
         db.execute("CREATE INDEX temp.rec_batch ON rec (batch, seq)")
-        db.execute("CREATE INDEX temp.keys_batch ON keys (batch, key_hash, record_seq)")
+        db.execute("CREATE INDEX temp.keys_batch ON keys (batch, bucket, key_hash, record_seq)")
         db.execute("COMMIT")
         key_rows = db.execute("SELECT COUNT(*) FROM temp.keys").fetchone()[0]
 
@@ -116,8 +119,8 @@ def main() -> None:
                        "SELECT seq, id, tenant_id, operation, created_at, chat_thread_id, raw, ingested_at FROM temp.rec "
                        "WHERE batch = ? ORDER BY seq", (b,))
             t1 = time.perf_counter()
-            db.execute("INSERT OR IGNORE INTO audit_lookup (key_hash, record_seq) SELECT key_hash, record_seq FROM temp.keys "
-                       "WHERE batch = ? ORDER BY key_hash, record_seq", (b,))
+            db.execute("INSERT OR IGNORE INTO audit_lookup (bucket, key_hash, record_seq) SELECT bucket, key_hash, record_seq FROM temp.keys "
+                       "WHERE batch = ? ORDER BY bucket, key_hash, record_seq", (b,))
             t2 = time.perf_counter()
             db.execute("COMMIT")
             t3 = time.perf_counter()

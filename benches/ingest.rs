@@ -4,7 +4,8 @@
 //! by chat and by user at that size. `cargo bench --bench ingest` (PostgreSQL from
 //! CHATWARDEN_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test).
 //! Without `--bench` (as under `cargo test`) it runs a 2,000-record smoke version.
-//! `INGEST_BACKENDS=sqlite` (or `postgres`) runs one backend only, e.g. under `perf record`.
+//! `INGEST_BACKENDS=sqlite` (or `postgres`) runs one backend only, e.g. under `perf record`;
+//! `INGEST_RECORDS` changes the number of records (default 100,000).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
@@ -96,7 +97,9 @@ async fn run(name: &str, url: &str, count: usize, batch: usize) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let count = if full { 100_000 } else { 2_000 };
+    // INGEST_RECORDS=400000 shows how the rate holds as the index grows.
+    let count =
+        if full { std::env::var("INGEST_RECORDS").ok().and_then(|n| n.parse().ok()).filter(|n| *n > 0).unwrap_or(100_000) } else { 2_000 };
     // Records per transaction: a whole content blob, as `AlertDesk::ingest` stores it (at most
     // 5,000); INGEST_BATCH=500 shows a stream of small pushes.
     let batch =
