@@ -98,11 +98,8 @@ impl KeyKind {
     }
 }
 
-/// The text of a lookup key: its prefix and the value (lower case for users and parties).
-fn key_text(kind: KeyKind, value: &str) -> String {
-    let value = if kind.folds_case() { value.to_ascii_lowercase() } else { value.to_owned() };
-    format!("{}{value}", kind.prefix())
-}
+/// A lookup key: what it names and the value as given.
+type Key<'a> = (KeyKind, &'a str);
 
 /// Calls `each` with every lookup key of a record as (kind, value as written): its chat; each
 /// internal member's and the actor's object id and UPN; each external tenant id and domain. The
@@ -130,17 +127,12 @@ fn first_eight(digest: &[u8]) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// The stored form of a lookup key: the first 8 bytes of its SHA-256, as a signed integer.
-/// Collisions are filtered out when records are read back (`matches`), and SHA-256 keeps anyone
-/// from crafting records whose keys collide with a given user's.
-fn key_hash(key: &str) -> i64 {
-    use sha2::Digest as _;
-    first_eight(&sha2::Sha256::digest(key.as_bytes()))
-}
-
-/// [`key_hash`] of [`key_text`]`(kind, value)`, without building the text: the value is fed to
-/// the hash in lower-cased pieces from a stack buffer.
-fn hash_key(kind: KeyKind, value: &str) -> i64 {
+/// The stored form of a lookup key: the first 8 bytes of the SHA-256 of its text (the prefix, then
+/// the value, lower case for users and parties), as a signed integer. The text is never built: the
+/// value is fed to the hash in lower-cased pieces from a stack buffer. Collisions are filtered out
+/// when records are read back (`matches`), and SHA-256 keeps anyone from crafting records whose
+/// keys collide with a given user's.
+fn key_hash((kind, value): Key<'_>) -> i64 {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     hasher.update(kind.prefix().as_bytes());
@@ -158,13 +150,13 @@ fn hash_key(kind: KeyKind, value: &str) -> i64 {
     first_eight(&hasher.finalize())
 }
 
-/// Whether `record` really has every one of `keys` (key texts; a hash match is only a candidate).
-fn matches(record: &AuditRecord, keys: &[&str]) -> bool {
+/// Whether `record` really has every one of `keys` (a hash match is only a candidate).
+fn matches(record: &AuditRecord, keys: &[Key<'_>]) -> bool {
     let mut found = vec![false; keys.len()];
     for_each_key(record, |kind, value| {
-        for (wanted, found) in keys.iter().zip(found.iter_mut()) {
-            if let Some(wanted) = wanted.strip_prefix(kind.prefix()) {
-                *found |= if kind.folds_case() { wanted.eq_ignore_ascii_case(value) } else { wanted == value };
+        for ((wanted_kind, wanted), found) in keys.iter().zip(found.iter_mut()) {
+            if *wanted_kind == kind {
+                *found |= if kind.folds_case() { wanted.eq_ignore_ascii_case(value) } else { *wanted == value };
             }
         }
     });
@@ -195,7 +187,7 @@ fn in_any_bucket(backend: Backend, column: &str) -> String {
 fn lookup_rows<'r>(records: impl Iterator<Item = (&'r AuditRecord, i64)>) -> Vec<(i64, i64, i64)> {
     let mut rows: Vec<(i64, i64, i64)> = Vec::new();
     for (record, seq) in records {
-        for_each_key(record, |kind, value| rows.push((bucket_of(seq), hash_key(kind, value), seq)));
+        for_each_key(record, |kind, value| rows.push((bucket_of(seq), key_hash((kind, value)), seq)));
     }
     // In key order, each insert lands next to the previous one in the B-tree: the pages a batch
     // touches are visited once each instead of at random.
@@ -311,7 +303,7 @@ impl Store {
     /// keeping those that really have the keys. `key` drives, probed in each bucket: each of its
     /// records is checked for `also` with one probe of the (bucket, key_hash, record_seq) primary
     /// key.
-    async fn audit_with_keys(&self, key: &str, also: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn audit_with_keys(&self, key: Key<'_>, also: Option<Key<'_>>) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = match also {
             None => format!(
                 "SELECT raw FROM audit_records WHERE seq IN (SELECT record_seq FROM audit_lookup WHERE {} AND key_hash = $1) \
@@ -330,7 +322,7 @@ impl Store {
         if let Some(also) = also {
             query = query.bind(key_hash(also));
         }
-        let keys: Vec<&str> = std::iter::once(key).chain(also).collect();
+        let keys: Vec<Key<'_>> = std::iter::once(key).chain(also).collect();
         let rows = query.bind(LOOKUP_LIMIT).fetch_all(&self.pool).await?;
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
@@ -347,22 +339,22 @@ impl Store {
 
     /// Records of `chat` that name `user` (object id or UPN) as a member or as the actor.
     pub async fn audit_for_chat_user(&self, chat: &str, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&key_text(KeyKind::Chat, chat), Some(&key_text(KeyKind::User, user))).await
+        self.audit_with_keys((KeyKind::Chat, chat), Some((KeyKind::User, user))).await
     }
 
     /// Records of one chat, oldest first.
     pub async fn audit_for_chat(&self, chat: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&key_text(KeyKind::Chat, chat), None).await
+        self.audit_with_keys((KeyKind::Chat, chat), None).await
     }
 
     /// Records that name `user` (object id or UPN, case-insensitive) as a member or the actor.
     pub async fn audit_for_user(&self, user: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&key_text(KeyKind::User, user), None).await
+        self.audit_with_keys((KeyKind::User, user), None).await
     }
 
     /// Records of chats involving an external tenant id or domain (case-insensitive).
     pub async fn audit_for_party(&self, party: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_with_keys(&key_text(KeyKind::Party, party), None).await
+        self.audit_with_keys((KeyKind::Party, party), None).await
     }
 
     /// How many audit records are stored.
@@ -470,19 +462,25 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// The hash of a key's whole text, computed the plain way.
+    fn text_hash(text: &str) -> i64 {
+        use sha2::Digest as _;
+        first_eight(&sha2::Sha256::digest(text.as_bytes()))
+    }
+
     #[test]
     fn key_hashes_are_stable_and_keys_are_normalised() {
         // A stored index must read back the same in every version: pin the hash of one key.
-        assert_eq!(key_hash("u:alice@contoso.com"), key_hash(&key_text(KeyKind::User, "Alice@Contoso.COM")));
-        // Hashing without building the text gives the same value, for values longer than the
-        // lower-casing buffer too, and chats keep their case.
-        let long = format!("{}@Contoso.COM", "A".repeat(150));
-        for (kind, value) in [(KeyKind::User, "Alice@Contoso.COM"), (KeyKind::Party, long.as_str()), (KeyKind::Chat, "19:A@thread.v2")] {
-            assert_eq!(hash_key(kind, value), key_hash(&key_text(kind, value)), "{kind:?} {value}");
-        }
         // sha256("c:19:a@thread.v2")[..8] as a big-endian i64 (computed with Python's hashlib).
-        assert_eq!(key_hash("c:19:a@thread.v2"), -1133618623846795362);
-        assert_ne!(hash_key(KeyKind::Chat, "19:A@thread.v2"), hash_key(KeyKind::Chat, "19:a@thread.v2"));
+        assert_eq!(text_hash("c:19:a@thread.v2"), -1133618623846795362);
+        assert_eq!(key_hash((KeyKind::Chat, "19:a@thread.v2")), -1133618623846795362);
+        // Hashed in pieces, the value gives the hash of the key's text: lower case for users and
+        // parties (values longer than the lower-casing buffer too), as written for chats.
+        let long = "A".repeat(150);
+        assert_eq!(key_hash((KeyKind::User, "Alice@Contoso.COM")), text_hash("u:alice@contoso.com"));
+        assert_eq!(key_hash((KeyKind::Party, &format!("{long}@Contoso.COM"))), text_hash(&format!("p:{}@contoso.com", "a".repeat(150))));
+        assert_eq!(key_hash((KeyKind::Chat, "19:A@thread.v2")), text_hash("c:19:A@thread.v2"));
+        assert_ne!(key_hash((KeyKind::Chat, "19:A@thread.v2")), key_hash((KeyKind::Chat, "19:a@thread.v2")));
     }
 
     #[test]
@@ -496,10 +494,10 @@ mod tests {
         assert_eq!(rows.len(), 4, "chat key and one user key (UserId and UserKey are the same user), twice: {rows:?}");
         assert!(rows.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(rows.iter().map(|(bucket, _, seq)| (*bucket, *seq)).collect::<Vec<_>>(), [(0, 7), (0, 7), (1, 70_000), (1, 70_000)]);
-        assert!(matches(&record, &["c:19:x@unq.gbl.spaces", "u:bob@contoso.com"]));
-        assert!(!matches(&record, &["c:19:x@unq.gbl.spaces", "u:eve@contoso.com"]));
-        assert!(!matches(&record, &["c:19:X@unq.gbl.spaces"]), "chats are matched as written");
-        assert!(!matches(&record, &["p:bob@contoso.com"]), "a user is not a party");
+        assert!(matches(&record, &[(KeyKind::Chat, "19:x@unq.gbl.spaces"), (KeyKind::User, "BOB@contoso.com")]));
+        assert!(!matches(&record, &[(KeyKind::Chat, "19:x@unq.gbl.spaces"), (KeyKind::User, "eve@contoso.com")]));
+        assert!(!matches(&record, &[(KeyKind::Chat, "19:X@unq.gbl.spaces")]), "chats are matched as written");
+        assert!(!matches(&record, &[(KeyKind::Party, "bob@contoso.com")]), "a user is not a party");
     }
 
     #[test]
