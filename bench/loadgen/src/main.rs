@@ -139,8 +139,9 @@ async fn worker(plan: Arc<Plan>, mut stream: Option<TcpStream>) -> Outcome {
         let send_lag = due.elapsed();
         match tokio::time::timeout(Duration::from_secs(5), exchange(conn, &plan.request, &mut buf)).await {
             Ok(Ok(status)) => {
-                out.latencies_ns.push(due.elapsed().as_nanos() as u64);
-                if due.elapsed() > Duration::from_millis(5) {
+                let latency = due.elapsed();
+                out.latencies_ns.push(latency.as_nanos() as u64);
+                if latency > Duration::from_millis(5) {
                     *out.slow_by_window.entry(((due - plan.start).as_millis() / 100) as u64).or_default() += 1;
                 }
                 out.send_lags_ns.push(send_lag.as_nanos() as u64);
