@@ -144,13 +144,16 @@ async fn main() {
         max_delay: Duration::from_secs(30),
         request_timeout: Duration::from_secs(10),
     };
-    let tokens = Arc::new(DelegatedTokens::new(
-        TokenSource::TokenService { base: url::Url::parse(&token_service.uri()).unwrap(), connection: "graph".into() },
-        Arc::new(BotTokenProvider::anonymous()),
-        retry,
-        metrics.clone(),
-    ));
-    let client = Arc::new(GraphClient::new(url::Url::parse(&graph.uri()).unwrap(), retry, metrics.clone()));
+    let tokens = Arc::new(
+        DelegatedTokens::new(
+            TokenSource::TokenService { base: url::Url::parse(&token_service.uri()).unwrap(), connection: "graph".into() },
+            Arc::new(BotTokenProvider::anonymous()),
+            retry,
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let client = Arc::new(GraphClient::new(url::Url::parse(&graph.uri()).unwrap(), retry, metrics.clone()).unwrap());
     let executor = GraphExecutor::new(client.clone(), tokens);
     let bulk = case(targets, users);
 

@@ -64,7 +64,7 @@ fn token_validation(c: &mut Criterion) {
             .mount(&server)
             .await;
         let url = url::Url::parse(&format!("{}/metadata", server.uri())).unwrap();
-        let store = Arc::new(KeyStore::new(url, KeyRefreshPolicy::default(), Arc::new(Metrics::default())));
+        let store = Arc::new(KeyStore::new(url, KeyRefreshPolicy::default(), Arc::new(Metrics::default())).unwrap());
         store.refresh().await.unwrap();
         (ChannelAuthenticator::new(APP_ID, store), server)
     });

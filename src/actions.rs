@@ -206,7 +206,7 @@ impl GraphExecutor {
     /// Runs many targets through `$batch`, paced to Graph's limit; throttled items go back in
     /// the queue until their `Retry-After` has passed, and are paced like every other send.
     async fn batched(&self, kind: CaseKind, approver: &Actor, token: &mut SecretString, work: Vec<(&Target, String)>) -> Vec<TargetResult> {
-        let version = if kind == CaseKind::RevokeSessions { "v1.0" } else { "beta" };
+        let version = if kind == CaseKind::RevokeSessions { "v1.0" } else { self.graph.removal_version().as_str() };
         let max_attempts = self.graph.retry_policy().max_attempts.max(1);
         let item = |index: usize| {
             let (target, oid) = &work[index];

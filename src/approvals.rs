@@ -807,8 +807,10 @@ impl Desk {
     /// Opens a case revoking the sign-in sessions of the users of a finished removal.
     async fn revoke_follow_up(&self, incoming: &VerifiedActivity, actor: Actor, case_id: &str) -> Result<ActionReply, StoreError> {
         let Some(original) = self.store.case(case_id).await? else { return Ok(ActionReply::Message("This case does not exist.".into())) };
-        if original.kind == CaseKind::RevokeSessions || !original.state.is_final() {
-            return Ok(ActionReply::Message("Sessions can be revoked once a removal has finished.".into()));
+        if original.kind == CaseKind::RevokeSessions || !original.executed() {
+            return Ok(ActionReply::Message(
+                "Sessions can be revoked once a removal has run: this case was not executed, so nothing was opened.".into(),
+            ));
         }
         let mut seen = HashSet::new();
         let targets: Vec<NewTarget> = original
@@ -823,6 +825,14 @@ impl Desk {
                 display_name: t.display_name.clone(),
             })
             .collect();
+        let ceiling = self.settings.revoke_ceiling;
+        if targets.len() > ceiling {
+            return Ok(ActionReply::Message(format!(
+                "{} covers {} users, more than the {ceiling} one case may revoke (CHATWARDEN_REVOKE_CEILING). Nothing was opened.",
+                original.id,
+                targets.len()
+            )));
+        }
         let new_case = NewCase {
             kind: CaseKind::RevokeSessions,
             source: CaseSource::Command,

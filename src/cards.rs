@@ -234,7 +234,7 @@ pub fn result_card(case: &Case) -> Value {
     let mut body = vec![heading(title), text(state_line(case)), facts(case_facts(case))];
     body.extend(target_block(case, outcome_line));
     let mut actions = Vec::new();
-    if case.kind != CaseKind::RevokeSessions && matches!(case.state, CaseState::Done | CaseState::Failed) {
+    if case.kind != CaseKind::RevokeSessions && case.executed() {
         body.push(text("Revoking the users' sign-in sessions is the usual next step."));
         let data = json!({ACTION_MARKER: 1, "caseId": case.id, "action": "revoke_sessions"});
         actions.push(button("Revoke sign-in sessions", "revoke_sessions", data, "default"));

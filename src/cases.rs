@@ -244,6 +244,18 @@ pub struct Case {
     pub evidence: Vec<String>,
 }
 
+impl Case {
+    /// Whether the case reached Graph for at least one target: `done`, or `failed` with a
+    /// target done. Only such a case offers the "revoke sign-in sessions" follow-up.
+    pub fn executed(&self) -> bool {
+        match self.state {
+            CaseState::Done => true,
+            CaseState::Failed => self.targets.iter().any(|t| t.status == TargetStatus::Done),
+            _ => false,
+        }
+    }
+}
+
 /// One line of a case's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseEvent {

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::cards;
 use crate::cases::Case;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, PackageSettings};
 use crate::startup::Application;
 use crate::store::Store;
 use crate::telemetry::{self, LogFormat};
@@ -87,10 +87,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Err(code) => code,
             }
         }
-        CliCommand::Manifest { out } => match load(Mode::Dev, cli.config.as_deref()) {
-            Ok(config) => build_manifest(&config, &out),
-            Err(code) => code,
-        },
+        CliCommand::Manifest { out } => build_manifest(cli.config.as_deref(), &out),
         CliCommand::History { limit, case } => match load(Mode::Dev, cli.config.as_deref()) {
             Ok(config) => history(&config, limit, case.as_deref()).await,
             Err(code) => code,
@@ -112,21 +109,22 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn build_manifest(config: &Config, out: &Path) -> ExitCode {
-    let mut missing = Vec::new();
-    if config.app.is_none() {
-        missing.push("MICROSOFT_APP_ID: is required to build the Teams app package");
-    }
-    if config.public_host.is_none() {
-        missing.push("CHATWARDEN_PUBLIC_HOST: is required to build the Teams app package");
-    }
-    let (Some(app), Some(host)) = (&config.app, &config.public_host) else {
-        for line in missing {
-            eprintln!("{line}");
+fn build_manifest(explicit: Option<&Path>, out: &Path) -> ExitCode {
+    let text = match config_file(explicit).map(|path| std::fs::read_to_string(&path).map_err(|e| (path, e))).transpose() {
+        Ok(text) => text,
+        Err((path, err)) => {
+            eprintln!("--config: cannot read {}: {err}", path.display());
+            return ExitCode::from(2);
         }
-        return ExitCode::from(2);
     };
-    match crate::manifest::write_package(out, &app.app_id, host, env!("CARGO_PKG_VERSION")) {
+    let settings = match PackageSettings::from_sources(text.as_deref(), |name| std::env::var(name).ok()) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::manifest::write_package(out, &settings.app_id, &settings.public_host, env!("CARGO_PKG_VERSION")) {
         Ok(()) => {
             let _ = writeln!(std::io::stdout(), "wrote {}", out.display());
             ExitCode::SUCCESS

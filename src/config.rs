@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::audit::detection::DetectionRules;
 use crate::botframework::service_url::HostAllowlist;
+pub use crate::graph::RemovalApiVersion;
 
 /// How the process runs: production (`serve`) or local (`dev`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +157,27 @@ pub const SETTINGS: &[Setting] = &[
         "alerts_per_minute",
         "/api/alerts requests one source address may send per minute (0 = no limit)",
         Some("120"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_REMOVAL_API_VERSION",
+        "removal_api_version",
+        "Graph version for removeAllAccessForUser and its $batch: v1.0, or beta for clouds that lag",
+        Some("v1.0"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_REFUSALS_PER_MINUTE",
+        "refusals_per_minute",
+        "refusals answered per sender per minute; past it a refusal is recorded once and not answered (0 = no limit)",
+        Some("5"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_RETENTION_DAYS",
+        "retention_days",
+        "prune audit records, activity dedupe keys and refusals older than this many days (0 = keep everything)",
+        Some("0"),
         false,
     ),
     setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
@@ -336,6 +358,12 @@ pub struct Config {
     pub commands_per_minute: u32,
     /// Alert pushes one source address may send per minute (0 = no limit).
     pub alerts_per_minute: u32,
+    /// Refusals answered per sender per minute (0 = no limit).
+    pub refusals_per_minute: u32,
+    /// Graph version for `removeAllAccessForUser`.
+    pub removal_api_version: RemovalApiVersion,
+    /// How long audit records, activity dedupe keys and refusals are kept; `None` = forever.
+    pub retention: Option<Duration>,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.
@@ -413,18 +441,74 @@ impl Config {
 
     /// Builds the configuration from TOML text (if any) and an environment lookup; env wins.
     pub fn from_sources(mode: Mode, file_text: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-        let mut raw = RawSettings::default();
-        if let Some(text) = file_text {
-            read_file(&mut raw, text);
-        }
-        for s in SETTINGS {
-            if let Some(value) = env(s.env) {
-                raw.values.insert(s.env, value);
-            }
-        }
-        validate(mode, raw)
+        validate(mode, gather(file_text, env))
     }
+}
 
+/// What `chatwarden manifest` needs to build the Teams app package: the bot's app id and the
+/// public host, and nothing secret (no password, no tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSettings {
+    /// `MICROSOFT_APP_ID`.
+    pub app_id: String,
+    /// `CHATWARDEN_PUBLIC_HOST`.
+    pub public_host: String,
+}
+
+impl PackageSettings {
+    /// Reads the two settings from TOML text (if any) and an environment lookup; env wins.
+    /// Other settings are not validated: the package does not depend on them.
+    pub fn from_sources(file_text: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut raw = gather(file_text, env);
+        let app_id = raw.get("MICROSOFT_APP_ID").map(|v| v.trim().to_owned());
+        let app_id = match app_id {
+            Some(id) if is_guid(&id) => Some(id),
+            Some(id) => {
+                raw.problem("MICROSOFT_APP_ID", format!("`{id}` is not a GUID"));
+                None
+            }
+            None => {
+                raw.problem("MICROSOFT_APP_ID", "is required to build the Teams app package");
+                None
+            }
+        };
+        let public_host = parse_public_host(&mut raw);
+        if public_host.is_none() && raw.get("CHATWARDEN_PUBLIC_HOST").is_none() {
+            raw.problem("CHATWARDEN_PUBLIC_HOST", "is required to build the Teams app package");
+        }
+        match (app_id, public_host) {
+            (Some(app_id), Some(public_host)) if raw.problems.is_empty() => Ok(Self { app_id, public_host }),
+            _ => Err(ConfigErrors { problems: raw.problems }),
+        }
+    }
+}
+
+/// The file's values overlaid by the environment's.
+fn gather(file_text: Option<&str>, env: impl Fn(&str) -> Option<String>) -> RawSettings {
+    let mut raw = RawSettings::default();
+    if let Some(text) = file_text {
+        read_file(&mut raw, text);
+    }
+    for s in SETTINGS {
+        if let Some(value) = env(s.env) {
+            raw.values.insert(s.env, value);
+        }
+    }
+    raw
+}
+
+/// `CHATWARDEN_PUBLIC_HOST`, lower-cased, when set and a plain host name.
+fn parse_public_host(raw: &mut RawSettings) -> Option<String> {
+    let host = raw.get("CHATWARDEN_PUBLIC_HOST").map(|h| h.trim().to_ascii_lowercase())?;
+    let valid = host.contains('.') && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if !valid {
+        raw.problem("CHATWARDEN_PUBLIC_HOST", format!("`{host}` is not a host name (no scheme, port or path)"));
+        return None;
+    }
+    Some(host)
+}
+
+impl Config {
     /// Whether inbound Bot Framework authentication is enforced.
     pub fn auth_enabled(&self) -> bool {
         self.app.is_some()
@@ -476,6 +560,9 @@ impl Config {
             format!("CHATWARDEN_EXECUTION_LEASE_SECONDS = {}", self.execution.lease.as_secs()),
             format!("CHATWARDEN_COMMANDS_PER_MINUTE  = {}", self.commands_per_minute),
             format!("CHATWARDEN_ALERTS_PER_MINUTE    = {}", self.alerts_per_minute),
+            format!("CHATWARDEN_REFUSALS_PER_MINUTE  = {}", self.refusals_per_minute),
+            format!("CHATWARDEN_REMOVAL_API_VERSION  = {}", self.removal_api_version.as_str()),
+            format!("CHATWARDEN_RETENTION_DAYS       = {}", self.retention.map_or(0, |d| d.as_secs() / 86_400)),
             format!("CHATWARDEN_CASE_TTL_HOURS       = {}", self.case_ttl.as_secs() / 3600),
             format!("CHATWARDEN_REQUIRE_SECOND_APPROVER = {}", self.require_second_approver),
         ]);
@@ -664,14 +751,7 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     }
 
-    let public_host = raw.get("CHATWARDEN_PUBLIC_HOST").map(|h| h.trim().to_ascii_lowercase());
-    if let Some(host) = &public_host {
-        let valid =
-            host.contains('.') && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-        if !valid {
-            raw.problem("CHATWARDEN_PUBLIC_HOST", format!("`{host}` is not a host name (no scheme, port or path)"));
-        }
-    }
+    let public_host = parse_public_host(&mut raw);
     let oauth_connection = value_or_default(&raw, "CHATWARDEN_OAUTH_CONNECTION").trim().to_owned();
     if oauth_connection.is_empty() {
         raw.problem("CHATWARDEN_OAUTH_CONNECTION", "must not be empty");
@@ -815,6 +895,28 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
     };
     let commands_per_minute = per_minute(&mut raw, "CHATWARDEN_COMMANDS_PER_MINUTE");
     let alerts_per_minute = per_minute(&mut raw, "CHATWARDEN_ALERTS_PER_MINUTE");
+    let refusals_per_minute = per_minute(&mut raw, "CHATWARDEN_REFUSALS_PER_MINUTE");
+    let removal_api_version = match value_or_default(&raw, "CHATWARDEN_REMOVAL_API_VERSION").trim() {
+        "v1.0" => RemovalApiVersion::V1,
+        "beta" => RemovalApiVersion::Beta,
+        other => {
+            let other = other.to_owned();
+            raw.problem("CHATWARDEN_REMOVAL_API_VERSION", format!("`{other}` must be v1.0 or beta"));
+            RemovalApiVersion::V1
+        }
+    };
+    let retention_text = value_or_default(&raw, "CHATWARDEN_RETENTION_DAYS").trim().to_owned();
+    let retention = match retention_text.parse::<u64>() {
+        Ok(0) => None,
+        Ok(days) if days <= 36_500 => Some(Duration::from_secs(days * 24 * 3600)),
+        _ => {
+            raw.problem(
+                "CHATWARDEN_RETENTION_DAYS",
+                format!("`{retention_text}` must be a number of days from 0 (keep everything) to 36500"),
+            );
+            None
+        }
+    };
 
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
@@ -848,6 +950,9 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         revoke_ceiling,
         commands_per_minute,
         alerts_per_minute,
+        refusals_per_minute,
+        removal_api_version,
+        retention,
         detection,
         audit_poll,
         audit_lookback,

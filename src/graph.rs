@@ -128,23 +128,58 @@ pub fn revoke_path(user: &str) -> String {
     format!("/users/{}/revokeSignInSessions", encode_component(user))
 }
 
+/// The Graph version `removeAllAccessForUser` (and its `$batch`) is called on: generally
+/// available in v1.0; `beta` stays selectable for national clouds that lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemovalApiVersion {
+    /// `/v1.0`.
+    #[default]
+    V1,
+    /// `/beta`.
+    Beta,
+}
+
+impl RemovalApiVersion {
+    /// The path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1.0",
+            Self::Beta => "beta",
+        }
+    }
+}
+
 /// Client for Microsoft Graph.
 pub struct GraphClient {
     http: reqwest::Client,
     base: Url,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    removal_version: RemovalApiVersion,
 }
 
 impl GraphClient {
     /// A client for the Graph at `base` (e.g. `https://graph.microsoft.com`).
-    pub fn new(base: Url, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
-        Self { http: crate::outbound::build_client(retry.request_timeout), base, retry, metrics }
+    pub fn new(base: Url, retry: RetryPolicy, metrics: Arc<Metrics>) -> Result<Self, crate::outbound::ClientSetupError> {
+        let http = crate::outbound::build_client(retry.request_timeout)?;
+        Ok(Self { http, base, retry, metrics, removal_version: RemovalApiVersion::V1 })
     }
 
-    fn url(&self, version: &str, path: &str) -> Url {
+    /// The same client calling `removeAllAccessForUser` on `version`.
+    pub fn with_removal_version(mut self, version: RemovalApiVersion) -> Self {
+        self.removal_version = version;
+        self
+    }
+
+    /// The Graph version removals are sent to.
+    pub fn removal_version(&self) -> RemovalApiVersion {
+        self.removal_version
+    }
+
+    /// The URL of `path` under `version`; a failure is an error, never the bare base URL.
+    fn url(&self, version: &str, path: &str) -> Result<Url, GraphFailure> {
         let text = format!("{}/{version}{path}", self.base.as_str().trim_end_matches('/'));
-        Url::parse(&text).unwrap_or_else(|_| self.base.clone())
+        Url::parse(&text).map_err(|_| GraphFailure { status: 0, code: "invalid request URL".into() })
     }
 
     async fn send(
@@ -183,7 +218,7 @@ impl GraphClient {
         }
     }
 
-    /// `POST /beta/chats/{chat}/removeAllAccessForUser`; 204 on success.
+    /// `POST /v1.0/chats/{chat}/removeAllAccessForUser` (or `/beta`, when configured); 204 on success.
     pub async fn remove_all_access(
         &self,
         token: &SecretString,
@@ -191,20 +226,20 @@ impl GraphClient {
         user_oid: &str,
         tenant_id: &str,
     ) -> Result<u16, GraphFailure> {
-        let url = self.url("beta", &remove_access_path(chat_id));
+        let url = self.url(self.removal_version.as_str(), &remove_access_path(chat_id))?;
         let body = remove_access_body(user_oid, tenant_id);
         self.send("remove_all_access", token, || self.http.post(url.clone()).json(&body)).await.map(|(status, _)| status)
     }
 
     /// `POST /v1.0/users/{id}/revokeSignInSessions`; any 2xx is success.
     pub async fn revoke_sessions(&self, token: &SecretString, user: &str) -> Result<u16, GraphFailure> {
-        let url = self.url("v1.0", &revoke_path(user));
+        let url = self.url("v1.0", &revoke_path(user))?;
         self.send("revoke_sessions", token, || self.http.post(url.clone()).header("content-length", "0")).await.map(|(status, _)| status)
     }
 
     /// `GET /v1.0/users/{upn}?$select=id,userPrincipalName,displayName`; `None` when not found.
     pub async fn user(&self, token: &SecretString, upn_or_id: &str) -> Result<Option<GraphUser>, GraphFailure> {
-        let mut url = self.url("v1.0", &format!("/users/{}", encode_component(upn_or_id)));
+        let mut url = self.url("v1.0", &format!("/users/{}", encode_component(upn_or_id)))?;
         url.query_pairs_mut().append_pair("$select", "id,userPrincipalName,displayName");
         match self.send("get_user", token, || self.http.get(url.clone())).await {
             Ok((_, Some(body))) => {
@@ -224,7 +259,7 @@ impl GraphClient {
         group_id: &str,
         max_users: usize,
     ) -> Result<Option<Vec<GraphUser>>, GraphFailure> {
-        let mut url = self.url("v1.0", &format!("/groups/{}/transitiveMembers/microsoft.graph.user", encode_component(group_id)));
+        let mut url = self.url("v1.0", &format!("/groups/{}/transitiveMembers/microsoft.graph.user", encode_component(group_id)))?;
         url.query_pairs_mut().append_pair("$select", "id,userPrincipalName,displayName").append_pair("$top", "999");
         let mut users = Vec::new();
         let mut next = Some(url);
@@ -267,7 +302,7 @@ impl GraphClient {
     /// outcomes with their `Retry-After`, for the caller to send again when it chooses.
     pub async fn batch_once(&self, token: &SecretString, version: &str, items: &[BatchItem]) -> Result<Vec<BatchOutcome>, GraphFailure> {
         let items = &items[..items.len().min(MAX_BATCH)];
-        let url = self.url(version, "/$batch");
+        let url = self.url(version, "/$batch")?;
         let requests: Vec<Value> = items
             .iter()
             .map(|item| {

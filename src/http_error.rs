@@ -59,9 +59,13 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BadBody => "bad_body",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Auth(reason) => reason.code(),
-            ApiError::Signature(crate::audit::signature::SignatureError::Missing) => "missing_signature",
-            ApiError::Signature(_) => "bad_signature",
+            // Which check failed stays in metrics and a debug line: telling a forger helps them.
+            ApiError::Auth(reason) => match reason.status() {
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::FORBIDDEN => "forbidden",
+                _ => "unavailable",
+            },
+            ApiError::Signature(_) => "unauthorized",
             ApiError::InvalidRecord(_) => "invalid_record",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::TooManyRequests(_) => "too_many_requests",
@@ -93,6 +97,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let message = match self {
             ApiError::Auth(AuthRejection::KeysUnavailable) => "authentication keys are not available yet; retry later".to_owned(),
+            ApiError::Auth(reason) if reason.status() == StatusCode::FORBIDDEN => "forbidden".to_owned(),
             ApiError::Auth(_) | ApiError::Signature(_) => "unauthorized".to_owned(),
             other => other.to_string(),
         };

@@ -10,9 +10,22 @@ use crate::config::RetryPolicy;
 /// User agent sent on every outbound request.
 pub const USER_AGENT: &str = concat!("chatwarden/", env!("CARGO_PKG_VERSION"));
 
+/// An outbound client that could not be set up as required; the service refuses to start
+/// rather than run with weaker defaults.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    /// The TLS backend could not initialise.
+    #[error("the HTTP client could not be built: {0}")]
+    Build(String),
+    /// A configured base URL and a fixed path do not make a valid URL.
+    #[error("`{0}` is not a valid endpoint URL")]
+    Url(String),
+}
+
 /// Builds a client with the given per-request timeout, rustls, and redirects disabled (a
-/// redirect could carry the bot's token to a host that was never checked).
-pub fn build_client(timeout: Duration) -> reqwest::Client {
+/// redirect could carry the bot's token to a host that was never checked). There is no
+/// fallback: `reqwest::Client::new()` would follow redirects and never time out.
+pub fn build_client(timeout: Duration) -> Result<reqwest::Client, ClientSetupError> {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(timeout)
@@ -20,12 +33,7 @@ pub fn build_client(timeout: Duration) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
-        .unwrap_or_else(|err| {
-            // Building only fails when the TLS backend cannot initialise; fall back to the
-            // defaults rather than abort, and say so.
-            tracing::error!(error = %err, "could not build the configured HTTP client, using defaults");
-            reqwest::Client::new()
-        })
+        .map_err(|err| ClientSetupError::Build(err.to_string()))
 }
 
 /// The delay a response asks for with `Retry-After` (seconds form), capped at `max`.

@@ -51,8 +51,11 @@ pub struct AlertIntake {
     pub desk: Arc<AlertDesk>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Requests per source address.
+    /// Correctly signed pushes per source address.
     pub limiter: RateLimiter,
+    /// Pushes with a missing or wrong signature per source address, counted apart so that
+    /// unsigned traffic behind a shared ingress address cannot use up the signed sender's budget.
+    pub failed_limiter: RateLimiter,
 }
 
 /// Registers every route on an actix-web app (the same function in production and tests).
@@ -135,17 +138,23 @@ async fn messages(activity: VerifiedActivity, bot: web::Data<Bot>) -> HttpRespon
 async fn alerts_endpoint(req: HttpRequest, mut payload: web::Payload, intake: web::Data<AlertIntake>) -> Result<HttpResponse, ApiError> {
     let Some(secret) = &intake.secret else { return Err(ApiError::NotFound) };
     let source = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    if let Err(wait) = intake.limiter.check(&source) {
-        intake.metrics.inc("chatwarden_rate_limited_total", &[("what", "alerts")]);
-        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
-    }
     refuse_declared_oversize(&req, intake.max_body_bytes)?;
     let body = read_body(&mut payload, intake.max_body_bytes).await?;
+    // The signature is checked first (the body is bounded and HMAC is cheap); only then does a
+    // request count against a limit, and failures against their own.
     let header = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if let Err(err) = signature::verify(secret.expose_secret().as_bytes(), &body, header) {
         intake.metrics.inc("chatwarden_alert_requests_total", &[("result", "bad_signature")]);
-        tracing::warn!(reason = %err, "refused an alert push");
+        if let Err(wait) = intake.failed_limiter.check(&source) {
+            intake.metrics.inc("chatwarden_rate_limited_total", &[("what", "alert_failures")]);
+            return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
+        }
+        tracing::debug!(reason = %err, "refused an alert push");
         return Err(ApiError::Signature(err));
+    }
+    if let Err(wait) = intake.limiter.check(&source) {
+        intake.metrics.inc("chatwarden_rate_limited_total", &[("what", "alerts")]);
+        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
     }
     let records = pushed_records(&body)?;
     if let Some(tenant) = intake.desk.tenant_id() {

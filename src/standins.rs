@@ -36,7 +36,7 @@ pub const SEED_CHAT: &str = "19:5b1f0c2a-7d9e-4c3b-8a6f-0e1d2c3b4a59_00000000-00
 pub struct GraphCall {
     /// HTTP method.
     pub method: String,
-    /// Path below the Graph root (`/beta/chats/.../removeAllAccessForUser`).
+    /// Path below the Graph root (`/v1.0/chats/.../removeAllAccessForUser`).
     pub path: String,
     /// The JSON body, if any.
     pub body: Option<Value>,
@@ -231,8 +231,8 @@ mod tests {
     fn the_stand_in_graph_answers_like_graph() {
         let state = StandIns::default();
         let body = json!({"user": {"@odata.type": "microsoft.graph.teamworkUserIdentity", "id": "u", "tenantId": "t"}});
-        assert_eq!(graph_answer(&state, "POST", "/beta/chats/19:x@thread.v2/removeAllAccessForUser", Some(body)).0, 204);
-        assert_eq!(graph_answer(&state, "POST", "/beta/chats/19:x@thread.v2/removeAllAccessForUser", Some(json!({}))).0, 400);
+        assert_eq!(graph_answer(&state, "POST", "/v1.0/chats/19:x@thread.v2/removeAllAccessForUser", Some(body)).0, 204);
+        assert_eq!(graph_answer(&state, "POST", "/v1.0/chats/19:x@thread.v2/removeAllAccessForUser", Some(json!({}))).0, 400);
         assert_eq!(graph_answer(&state, "POST", "/v1.0/users/u/revokeSignInSessions", None).0, 200);
         let (status, user) = graph_answer(&state, "GET", "/v1.0/users/bob%40example.com", None);
         assert_eq!(status, 200);

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret as _;
 use crate::approvals::{CardUpdater, Desk, DeskServices, DeskSettings, Scope};
 use crate::bot::Bot;
 use crate::botframework::auth::ChannelAuthenticator;
-use crate::botframework::bot_token::BotTokenProvider;
+use crate::botframework::bot_token::{BotTokenProvider, entra_token_url};
 use crate::botframework::connector::ConnectorClient;
 use crate::botframework::inbound::{InboundAuth, InboundGate};
 use crate::botframework::keys::KeyStore;
@@ -32,6 +32,7 @@ use crate::config::{RetryPolicy, TokenMode};
 use crate::execution::{CaseExecutor, CaseRunner};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
+use crate::outbound::ClientSetupError;
 use crate::ratelimit::RateLimiter;
 use crate::server::AlertIntake;
 use crate::server::{AppState, build_app};
@@ -87,18 +88,16 @@ pub fn desk_settings(config: &Config) -> DeskSettings {
 }
 
 /// Where admins' delegated tokens come from, per `CHATWARDEN_TOKEN_MODE`.
-pub fn token_source(config: &Config) -> TokenSource {
+pub fn token_source(config: &Config) -> Result<TokenSource, ClientSetupError> {
     let base = config.endpoints.token_service.clone();
     let connection = config.oauth_connection.clone();
-    match (config.token_mode, &config.app) {
+    Ok(match (config.token_mode, &config.app) {
         (TokenMode::OnBehalfOf, Some(app)) => {
-            let login = config.endpoints.login.as_str().trim_end_matches('/');
-            let token_url =
-                Url::parse(&format!("{login}/{}/oauth2/v2.0/token", app.tenant_id)).unwrap_or_else(|_| config.endpoints.login.clone());
+            let token_url = entra_token_url(&config.endpoints.login, &app.tenant_id)?;
             TokenSource::OnBehalfOf { token_url, client_id: app.app_id.clone(), client_secret: app.password.clone(), base, connection }
         }
         _ => TokenSource::TokenService { base, connection },
-    }
+    })
 }
 
 impl Application {
@@ -127,9 +126,9 @@ impl Application {
         let mut background = Vec::new();
         let (auth, tokens, allowlist) = match &config.app {
             Some(app) => {
-                let keys = Arc::new(KeyStore::new(config.endpoints.openid_metadata.clone(), config.key_refresh, Arc::clone(&metrics)));
+                let keys = Arc::new(KeyStore::new(config.endpoints.openid_metadata.clone(), config.key_refresh, Arc::clone(&metrics))?);
                 background.push(keys.spawn_maintenance());
-                let tokens = BotTokenProvider::client_credentials(app, &config.endpoints.login, config.retry, Arc::clone(&metrics));
+                let tokens = BotTokenProvider::client_credentials(app, &config.endpoints.login, config.retry, Arc::clone(&metrics))?;
                 (InboundAuth::Channel(Box::new(ChannelAuthenticator::new(&app.app_id, keys))), tokens, config.service_url_allowlist.clone())
             }
             None => {
@@ -143,15 +142,18 @@ impl Application {
         let store = Store::connect(config.database_url.expose_secret()).await.context("cannot open the database")?;
         tracing::info!(backend = ?store.backend(), "database ready");
         let bot_tokens = Arc::new(tokens);
-        let connector = Arc::new(ConnectorClient::new(Arc::clone(&bot_tokens), config.retry, Arc::clone(&metrics)));
+        let connector = Arc::new(ConnectorClient::new(Arc::clone(&bot_tokens), config.retry, Arc::clone(&metrics))?);
         let updater = Arc::new(CardUpdater::new(Arc::clone(&connector), allowlist.clone()));
-        let delegated = Arc::new(DelegatedTokens::new(token_source(&config), bot_tokens, config.retry, Arc::clone(&metrics)));
+        let delegated = Arc::new(DelegatedTokens::new(token_source(&config)?, bot_tokens, config.retry, Arc::clone(&metrics))?);
         let graph_retry = RetryPolicy {
             max_attempts: config.retry.max_attempts.max(4),
             max_delay: config.retry.max_delay.max(Duration::from_secs(30)),
             ..config.retry
         };
-        let graph = Arc::new(GraphClient::new(config.endpoints.graph.clone(), graph_retry, Arc::clone(&metrics)));
+        let graph = Arc::new(
+            GraphClient::new(config.endpoints.graph.clone(), graph_retry, Arc::clone(&metrics))?
+                .with_removal_version(config.removal_api_version),
+        );
         let executor = overrides.executor.unwrap_or_else(|| Arc::new(GraphExecutor::new(Arc::clone(&graph), Arc::clone(&delegated))));
         let runner_id = overrides.runner_id.unwrap_or_else(|| format!("runner-{:016x}", fastrand::u64(..)));
         let runner = Arc::new(CaseRunner::new(store.clone(), executor, updater.clone(), runner_id, config.execution.lease));
@@ -172,7 +174,7 @@ impl Application {
                 MANAGEMENT_SCOPE,
                 config.retry,
                 Arc::clone(&metrics),
-            );
+            )?;
             let settings = PollSettings {
                 base: config.endpoints.management.clone(),
                 tenant_id: app.tenant_id.clone(),
@@ -186,7 +188,7 @@ impl Application {
                 Arc::clone(&alert_desk),
                 config.retry,
                 Arc::clone(&metrics),
-            ));
+            )?);
             background.push(poller.spawn());
         }
         let settings = desk_settings(&config);
@@ -200,6 +202,7 @@ impl Application {
             desk: alert_desk,
             metrics: Arc::clone(&metrics),
             limiter: RateLimiter::new(config.alerts_per_minute),
+            failed_limiter: RateLimiter::new(config.alerts_per_minute),
         });
         let standins = if local {
             crate::standins::seed_audit_index(&store).await;

@@ -145,15 +145,20 @@ pub struct DelegatedTokens {
 
 impl DelegatedTokens {
     /// Tokens from `source`, calling the token service with the bot's own token.
-    pub fn new(source: TokenSource, bot_tokens: Arc<BotTokenProvider>, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
-        Self {
-            http: crate::outbound::build_client(retry.request_timeout),
+    pub fn new(
+        source: TokenSource,
+        bot_tokens: Arc<BotTokenProvider>,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::outbound::ClientSetupError> {
+        Ok(Self {
+            http: crate::outbound::build_client(retry.request_timeout)?,
             source,
             bot_tokens,
             retry,
             cache: moka::future::Cache::builder().max_capacity(10_000).expire_after(UntilExpiry).build(),
             metrics,
-        }
+        })
     }
 
     fn base_and_connection(&self) -> (&Url, &str) {

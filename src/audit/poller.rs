@@ -112,9 +112,9 @@ impl ManagementPoller {
         alerts: Arc<AlertDesk>,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            http: crate::outbound::build_client(retry.request_timeout),
+    ) -> Result<Self, crate::outbound::ClientSetupError> {
+        Ok(Self {
+            http: crate::outbound::build_client(retry.request_timeout)?,
             settings,
             tokens,
             store,
@@ -122,7 +122,7 @@ impl ManagementPoller {
             retry,
             subscribed: AtomicBool::new(false),
             metrics,
-        }
+        })
     }
 
     fn feed_url(&self, tail: &str) -> Result<Url, PollError> {

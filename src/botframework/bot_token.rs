@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::config::{AppCredentials, RetryPolicy};
 use crate::metrics::Metrics;
+use crate::outbound::ClientSetupError;
 
 /// Scope of the bot's outbound token.
 pub const BOT_FRAMEWORK_SCOPE: &str = "https://api.botframework.com/.default";
@@ -92,21 +93,36 @@ struct ClientCredentials {
     metrics: Arc<Metrics>,
 }
 
+/// Entra ID's v2 token endpoint of `tenant`: `{login}/{tenant}/oauth2/v2.0/token`, the tenant
+/// percent-encoded (client credentials and on-behalf-of both post there).
+pub fn entra_token_url(login: &Url, tenant: &str) -> Result<Url, ClientSetupError> {
+    let text = format!("{}/{}/oauth2/v2.0/token", login.as_str().trim_end_matches('/'), super::service_url::encode_component(tenant));
+    Url::parse(&text).map_err(|_| ClientSetupError::Url(text))
+}
+
 impl BotTokenProvider {
     /// Client-credentials provider for a registered bot (scope `https://api.botframework.com/.default`).
-    pub fn client_credentials(app: &AppCredentials, login: &Url, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+    pub fn client_credentials(
+        app: &AppCredentials,
+        login: &Url,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ClientSetupError> {
         Self::client_credentials_for(app, login, BOT_FRAMEWORK_SCOPE, retry, metrics)
     }
 
     /// Client-credentials provider for the app's token to another resource (`scope`).
-    pub fn client_credentials_for(app: &AppCredentials, login: &Url, scope: &str, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
-        let base = login.as_str().trim_end_matches('/');
-        let token_url = Url::parse(&format!("{base}/{}/oauth2/v2.0/token", super::service_url::encode_component(&app.tenant_id)))
-            .unwrap_or_else(|_| login.clone());
-        Self {
+    pub fn client_credentials_for(
+        app: &AppCredentials,
+        login: &Url,
+        scope: &str,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ClientSetupError> {
+        Ok(Self {
             inner: Some(ClientCredentials {
-                http: crate::outbound::build_client(retry.request_timeout),
-                token_url,
+                http: crate::outbound::build_client(retry.request_timeout)?,
+                token_url: entra_token_url(login, &app.tenant_id)?,
                 app_id: app.app_id.clone(),
                 password: app.password.clone(),
                 scope: scope.to_owned(),
@@ -114,7 +130,7 @@ impl BotTokenProvider {
                 cache: moka::future::Cache::builder().max_capacity(1).expire_after(UntilExpiry).build(),
                 metrics,
             }),
-        }
+        })
     }
 
     /// Local mode: no token is sent (Microsoft's local Teams client does not check one).

@@ -102,8 +102,12 @@ pub struct ConnectorClient {
 
 impl ConnectorClient {
     /// A client that authenticates with `tokens`.
-    pub fn new(tokens: Arc<BotTokenProvider>, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
-        Self { http: crate::outbound::build_client(retry.request_timeout), tokens, retry, metrics }
+    pub fn new(
+        tokens: Arc<BotTokenProvider>,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::outbound::ClientSetupError> {
+        Ok(Self { http: crate::outbound::build_client(retry.request_timeout)?, tokens, retry, metrics })
     }
 
     /// Replies in the conversation of `activity_id` (in a channel: in its thread).

@@ -87,7 +87,7 @@ impl InboundGate {
 
     fn reject(&self, reason: AuthRejection) -> ApiError {
         self.metrics.inc("chatwarden_auth_rejections_total", &[("reason", reason.code())]);
-        tracing::warn!(reason = reason.code(), "rejected inbound activity");
+        tracing::debug!(reason = reason.code(), "rejected inbound activity");
         ApiError::Auth(reason)
     }
 

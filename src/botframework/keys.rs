@@ -106,16 +106,16 @@ pub struct KeyStore {
 
 impl KeyStore {
     /// A store for `metadata_url`; nothing is fetched until [`KeyStore::refresh`] or a lookup.
-    pub fn new(metadata_url: Url, policy: KeyRefreshPolicy, metrics: Arc<Metrics>) -> Self {
-        Self {
-            http: crate::outbound::build_client(policy.fetch_timeout),
+    pub fn new(metadata_url: Url, policy: KeyRefreshPolicy, metrics: Arc<Metrics>) -> Result<Self, crate::outbound::ClientSetupError> {
+        Ok(Self {
+            http: crate::outbound::build_client(policy.fetch_timeout)?,
             metadata_url,
             policy,
             keys: moka::sync::Cache::builder().max_capacity(MAX_KEYS).build(),
             refresh_gate: Mutex::new(RefreshBook::default()),
             loaded: AtomicBool::new(false),
             metrics,
-        }
+        })
     }
 
     /// Whether a key set has been loaded at least once.

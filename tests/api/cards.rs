@@ -1,18 +1,12 @@
 //! Every card the bot builds validates against the official Adaptive Cards 1.5 JSON schema
-//! (fetched by scripts/test into CHATWARDEN_CARD_SCHEMA), and untrusted text stays inert.
+//! (kept in tests/fixtures/adaptive-cards, see SOURCE.md there), and untrusted text stays inert.
 
 use chatwarden::cards;
 use chatwarden::cases::{Actor, Case, CaseEvent, CaseKind, CaseSource, CaseState, Target, TargetStatus};
 use serde_json::Value;
 
 fn schema_validator() -> jsonschema::Validator {
-    let path = std::env::var("CHATWARDEN_CARD_SCHEMA").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/chatwarden/adaptive-card-1.5.schema.json")
-    });
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the Adaptive Cards schema is missing at {path} ({e}); run ./scripts/test, which fetches it"));
-    let schema: Value = serde_json::from_str(&text).unwrap();
+    let schema: Value = serde_json::from_str(include_str!("../fixtures/adaptive-cards/schema-1.5.json")).unwrap();
     jsonschema::validator_for(&schema).unwrap()
 }
 

@@ -124,8 +124,8 @@ fn manifest_builds_the_teams_app_package_from_the_configuration() {
     let out = std::env::temp_dir().join(format!("chatwarden-{}.zip", std::process::id()));
     let output = chatwarden()
         .args(["manifest", "--out", out.to_str().unwrap()])
-        .envs([("MICROSOFT_APP_ID", APP_ID), ("MICROSOFT_APP_PASSWORD", APP_PASSWORD), ("MICROSOFT_APP_TENANT_ID", TENANT_ID)])
-        .env("CHATWARDEN_PUBLIC_HOST", "chatwarden.contoso.com")
+        // The app id and the public host, never the secret or the tenant.
+        .envs([("MICROSOFT_APP_ID", APP_ID), ("CHATWARDEN_PUBLIC_HOST", "chatwarden.contoso.com")])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -140,4 +140,16 @@ fn manifest_builds_the_teams_app_package_from_the_configuration() {
     assert_eq!(missing.status.code(), Some(2));
     let stderr = String::from_utf8(missing.stderr).unwrap();
     assert!(stderr.contains("MICROSOFT_APP_ID: is required") && stderr.contains("CHATWARDEN_PUBLIC_HOST: is required"), "{stderr}");
+
+    let bad = chatwarden()
+        .args(["manifest", "--out", out.to_str().unwrap()])
+        .envs([("MICROSOFT_APP_ID", "not-a-guid"), ("CHATWARDEN_PUBLIC_HOST", "https://chatwarden.contoso.com/")])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(
+        stderr.contains("MICROSOFT_APP_ID: `not-a-guid` is not a GUID") && stderr.contains("CHATWARDEN_PUBLIC_HOST: `https://"),
+        "{stderr}"
+    );
 }

@@ -37,8 +37,8 @@ async fn fixture() -> Fixture {
     let metadata = MockServer::start().await;
     let config = serve_config(&metadata, &login);
     let app = config.app.clone().unwrap();
-    let tokens = BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), Arc::new(Metrics::default()));
-    let client = ConnectorClient::new(Arc::new(tokens), retry(), Arc::new(Metrics::default()));
+    let tokens = BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), Arc::new(Metrics::default())).unwrap();
+    let client = ConnectorClient::new(Arc::new(tokens), retry(), Arc::new(Metrics::default())).unwrap();
     let service_url = HostAllowlist::parse("127.0.0.1").unwrap().check(&format!("{}/emea/", connector.uri())).unwrap();
     Fixture { login, connector, client, service_url }
 }

@@ -48,7 +48,7 @@ async fn fx_with(obo: bool) -> Fx {
     let config = serve_config(&MockServer::start().await, &login);
     let app = config.app.clone().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let bot = Arc::new(BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), metrics.clone()));
+    let bot = Arc::new(BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), metrics.clone()).unwrap());
     let base = url::Url::parse(&token_service.uri()).unwrap();
     let source = if obo {
         TokenSource::OnBehalfOf {
@@ -61,8 +61,8 @@ async fn fx_with(obo: bool) -> Fx {
     } else {
         TokenSource::TokenService { base, connection: "graph".into() }
     };
-    let tokens = Arc::new(DelegatedTokens::new(source, bot, retry(), metrics.clone()));
-    let graph = GraphClient::new(url::Url::parse(&graph_server.uri()).unwrap(), retry(), metrics);
+    let tokens = Arc::new(DelegatedTokens::new(source, bot, retry(), metrics.clone()).unwrap());
+    let graph = GraphClient::new(url::Url::parse(&graph_server.uri()).unwrap(), retry(), metrics).unwrap();
     Fx { login, token_service, graph_server, tokens, graph }
 }
 
@@ -255,7 +255,7 @@ async fn remove_all_access_sends_the_exact_request_with_the_approvers_token() {
     let fx = fx().await;
     let chat = "19:11dbae04-5d5d-4bc7-9766-16793ed91233_4fdb1e07-a7e9-475c-a5e2-8d042a6c8102@unq.gbl.spaces";
     Mock::given(method("POST"))
-        .and(path(format!("/beta/chats/{}/removeAllAccessForUser", encode(chat))))
+        .and(path(format!("/v1.0/chats/{}/removeAllAccessForUser", encode(chat))))
         .and(header("authorization", "Bearer approver-token"))
         .and(header("content-type", "application/json"))
         .and(body_json(json!({"user": {"@odata.type": "microsoft.graph.teamworkUserIdentity", "id": "user-oid", "tenantId": TENANT_ID}})))
@@ -264,6 +264,31 @@ async fn remove_all_access_sends_the_exact_request_with_the_approvers_token() {
         .mount(&fx.graph_server)
         .await;
     assert_eq!(fx.graph.remove_all_access(&token("approver-token"), chat, "user-oid", TENANT_ID).await, Ok(204));
+}
+
+#[tokio::test]
+async fn removals_go_to_beta_only_when_configured_for_a_cloud_that_lags() {
+    let fx = fx().await;
+    let chat = "19:meeting_abc@thread.v2";
+    Mock::given(method("POST"))
+        .and(path(format!("/beta/chats/{}/removeAllAccessForUser", encode(chat))))
+        .and(header("authorization", "Bearer approver-token"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&fx.graph_server)
+        .await;
+    let beta = GraphClient::new(url::Url::parse(&fx.graph_server.uri()).unwrap(), retry(), Arc::new(Metrics::default()))
+        .unwrap()
+        .with_removal_version(chatwarden::graph::RemovalApiVersion::Beta);
+    assert_eq!(beta.remove_all_access(&token("approver-token"), chat, "user-oid", TENANT_ID).await, Ok(204));
+    // Session revocation is v1.0 whatever the removal version.
+    Mock::given(method("POST"))
+        .and(path("/v1.0/users/user-oid/revokeSignInSessions"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&fx.graph_server)
+        .await;
+    assert_eq!(beta.revoke_sessions(&token("approver-token"), "user-oid").await, Ok(204));
 }
 
 #[tokio::test]
@@ -382,7 +407,7 @@ async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() 
         .mount(&fx.token_service)
         .await;
     Mock::given(method("POST"))
-        .and(path("/beta/$batch"))
+        .and(path("/v1.0/$batch"))
         .and(header("authorization", "Bearer approver-token"))
         .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec!["3".into(), "30".into()]) })
         .mount(&fx.graph_server)
@@ -437,7 +462,7 @@ async fn a_401_from_graph_evicts_the_token_and_retries_once_with_a_fresh_one() {
 }
 
 fn path_suffix_remove() -> wiremock::matchers::PathRegexMatcher {
-    wiremock::matchers::path_regex("^/beta/chats/.+/removeAllAccessForUser$")
+    wiremock::matchers::path_regex("^/v1.0/chats/.+/removeAllAccessForUser$")
 }
 
 #[tokio::test]
@@ -488,13 +513,13 @@ async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
     let fx = fx().await;
     mount_stale_then_fresh_token(&fx.token_service).await;
     Mock::given(method("POST"))
-        .and(path("/beta/$batch"))
+        .and(path("/v1.0/$batch"))
         .and(header("authorization", "Bearer stale-token"))
         .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {"code": "InvalidAuthenticationToken"}})))
         .mount(&fx.graph_server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/beta/$batch"))
+        .and(path("/v1.0/$batch"))
         .and(header("authorization", "Bearer fresh-token"))
         .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) })
         .mount(&fx.graph_server)

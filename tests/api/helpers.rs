@@ -188,7 +188,9 @@ pub async fn postgres_url() -> String {
     sqlx::any::install_default_drivers();
     let base = postgres_base_url();
     let name = format!("cw_test_{:016x}", fastrand::u64(..));
-    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("PostgreSQL must be running for the tests (see README)");
+    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {base} ({e}); start it or set CHATWARDEN_TEST_POSTGRES_URL (see README)")
+    });
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
     match base.rfind('/') {

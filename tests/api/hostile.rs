@@ -115,6 +115,37 @@ async fn an_alert_source_over_its_rate_gets_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn unsigned_pushes_from_a_shared_address_never_starve_the_signed_sender() {
+    const SECRET: &str = "alert-secret-for-tests-0123456789";
+    let app = spawn_app_with(Fakes::default(), |c| {
+        c.alert_secret = Some(secrecy::SecretString::from(SECRET.to_owned()));
+        c.alerts_per_minute = 2;
+    })
+    .await;
+    let post = |signature: Option<String>| {
+        let mut request = app.client.post(format!("{}/api/alerts", app.address)).header("content-type", "application/json").body("[]");
+        if let Some(signature) = signature {
+            request = request.header("X-Chatwarden-Signature-256", signature);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Behind an ingress every caller has the same peer address: a flood of unsigned posts...
+    let mut unsigned = Vec::new();
+    for _ in 0..5 {
+        unsigned.push(post(None).await);
+    }
+    assert_eq!(unsigned, [401, 401, 429, 429, 429]);
+    // ...and the signed sender still gets its own budget, then its own 429.
+    let signed = chatwarden::audit::signature::sign(SECRET.as_bytes(), b"[]");
+    assert_eq!(post(Some(signed.clone())).await, 202);
+    assert_eq!(post(Some(signed.clone())).await, 202);
+    assert_eq!(post(Some(signed)).await, 429);
+    assert_eq!(app.metrics.get("chatwarden_rate_limited_total", &[("what", "alert_failures")]), 3);
+    assert_eq!(app.metrics.get("chatwarden_rate_limited_total", &[("what", "alerts")]), 1);
+    assert_eq!(app.metrics.get("chatwarden_alert_requests_total", &[("result", "bad_signature")]), 5);
+}
+
+#[tokio::test]
 async fn a_token_service_outage_leaves_the_case_waiting_and_says_so() {
     let app = spawn_app_with(Fakes { real_graph: true, signed_in: false, ..Fakes::default() }, |_| {}).await;
     mount_connector(&app).await;

@@ -13,7 +13,7 @@ use crate::cases::{THREAD, VICTIM};
 use crate::helpers::*;
 
 const LEASE_SECONDS: u64 = 2;
-const REMOVE_PATH: &str = r"^/beta/chats/[^/]+/removeAllAccessForUser$";
+const REMOVE_PATH: &str = r"^/v1.0/chats/[^/]+/removeAllAccessForUser$";
 
 /// The real binary in `serve` mode against the fakes; its log goes to `log`.
 fn start_chatwarden(
@@ -56,7 +56,7 @@ fn start_chatwarden(
 /// Graph `removeAllAccessForUser` requests received so far.
 async fn removals(graph: &MockServer) -> Vec<wiremock::Request> {
     let is_removal = |path: &str| {
-        path.strip_prefix("/beta/chats/")
+        path.strip_prefix("/v1.0/chats/")
             .and_then(|rest| rest.strip_suffix("/removeAllAccessForUser"))
             .is_some_and(|chat| !chat.is_empty() && !chat.contains('/'))
     };

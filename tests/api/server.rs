@@ -136,7 +136,8 @@ async fn local_mode_never_sends_to_a_cloud_service_url() {
     let response = app.post_activity(None, &message("https://smba.trafficmanager.net/emea/", "/help")).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "service_url_not_allowed");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(app.metrics.get("chatwarden_auth_rejections_total", &[("reason", "service_url_not_allowed")]), 1);
 }
 
 #[tokio::test]

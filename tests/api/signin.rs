@@ -20,7 +20,7 @@ fn approver_user_id() -> String {
 
 async fn mount_removal(app: &TestApp, user_oid: &str, token: &str) {
     Mock::given(method("POST"))
-        .and(path(format!("/beta/chats/{}/removeAllAccessForUser", encode(THREAD))))
+        .and(path(format!("/v1.0/chats/{}/removeAllAccessForUser", encode(THREAD))))
         .and(header("authorization", format!("Bearer {token}").as_str()))
         .and(body_json(json!({"user": {"@odata.type": "microsoft.graph.teamworkUserIdentity", "id": user_oid, "tenantId": TENANT_ID}})))
         .respond_with(ResponseTemplate::new(204))
@@ -283,4 +283,92 @@ async fn the_revoke_sessions_follow_up_opens_a_new_case_for_the_same_user() {
     assert_eq!(follow_up.state, CaseState::Proposed);
     assert_eq!(follow_up.targets[0].user_oid.as_deref(), Some(VICTIM));
     assert_eq!(follow_up.reason.as_deref(), Some(format!("follow-up of {case_id}").as_str()));
+}
+
+#[tokio::test]
+async fn the_revoke_follow_up_is_refused_for_a_case_that_never_ran() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let url = app.service_url();
+    let rejected = request_removal(&app, "cmd-1").await;
+    app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", SECOND_ADMIN_OID, &rejected, "reject")).await;
+    wait_state(&store, &rejected, CaseState::Rejected).await;
+    let body: Value = app
+        .post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-2", ADMIN_OID, &rejected, "revoke_sessions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body["value"].as_str().unwrap().contains("was not executed"), "{body}");
+    // Nor is the button offered on the rejected card.
+    let card = cards_put_for(&app).await;
+    assert!(card.iter().all(|c| !c.to_string().contains("revoke_sessions")), "{card:?}");
+    assert!(store.history(10).await.unwrap().iter().all(|c| c.kind != CaseKind::RevokeSessions));
+}
+
+#[tokio::test]
+async fn the_revoke_follow_up_keeps_to_the_revoke_ceiling() {
+    let app = spawn_app_with(Fakes { real_graph: true, ..Fakes::default() }, |c| c.revoke_ceiling = 1).await;
+    mount_connector(&app).await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    // A finished bulk removal of two users (stored directly: the ceiling is what is tested).
+    let case = done_bulk_removal(&store, &["user-a", "user-b"]).await;
+    let url = app.service_url();
+    let body: Value = app
+        .post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-2", ADMIN_OID, &case, "revoke_sessions"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body["value"].as_str().unwrap().contains("CHATWARDEN_REVOKE_CEILING"), "{body}");
+    assert!(store.history(10).await.unwrap().iter().all(|c| c.kind != CaseKind::RevokeSessions));
+}
+
+/// The cards the bot PUT over its approval cards.
+async fn cards_put_for(app: &TestApp) -> Vec<Value> {
+    for _ in 0..100 {
+        let put = puts(app).await;
+        if !put.is_empty() {
+            return put;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no card was updated");
+}
+
+/// A `done` remove-external case over `users` in one chat, with every target done.
+async fn done_bulk_removal(store: &Store, users: &[&str]) -> String {
+    use chatwarden::cases::{Actor, CaseSource, Decision, NewCase, NewTarget, Policy, TargetStatus, now_ms};
+    let requester = Actor { oid: ADMIN_OID.into(), name: "Requester".into(), user_id: "29:requester".into() };
+    let new = NewCase {
+        kind: CaseKind::RemoveExternal,
+        source: CaseSource::Command,
+        tenant_id: TENANT_ID.into(),
+        requester,
+        reason: None,
+        targets: users
+            .iter()
+            .map(|u| NewTarget {
+                thread_id: Some(THREAD.into()),
+                user_ref: (*u).into(),
+                user_oid: Some((*u).into()),
+                user_tenant_id: TENANT_ID.into(),
+                display_name: None,
+            })
+            .collect(),
+        evidence: Vec::new(),
+        no_evidence: true,
+        ttl_ms: 3_600_000,
+    };
+    let chatwarden::store::Created::New(case) = store.create_case(&new, None, now_ms()).await.unwrap() else { panic!("not created") };
+    let approver = Actor { oid: SECOND_ADMIN_OID.into(), name: "Approver".into(), user_id: "29:approver".into() };
+    let policy = Policy { admins: None, require_second_approver: true };
+    store.decide(&case.id, &approver, Decision::Approve, None, &policy, now_ms()).await.unwrap();
+    store.claim_for_execution(&case.id, "test-runner", 60_000, now_ms()).await.unwrap().unwrap();
+    for position in 0..users.len() as i64 {
+        store.record_target(&case.id, position, TargetStatus::Done, Some(204), "removed", None, now_ms()).await.unwrap();
+    }
+    assert!(store.finish(&case.id, "test-runner", CaseState::Done, now_ms()).await.unwrap());
+    case.id
 }

@@ -83,7 +83,7 @@ for (let i = 0; i < 100 && removals.length === 0; i += 1) {
 }
 check('exactly one removeAllAccessForUser reached Graph', removals.length === 1, JSON.stringify(removals));
 const removal = removals[0] || { body: {} };
-check('for the chat that was asked', removal.path === `/beta/chats/${SEED_CHAT}/removeAllAccessForUser`, removal.path);
+check('for the chat that was asked', removal.path === `/v1.0/chats/${SEED_CHAT}/removeAllAccessForUser`, removal.path);
 check('for the user found in the audit evidence', removal.body.user && removal.body.user.id === SEED_USER_OID, JSON.stringify(removal.body));
 check('Graph answered 204', removal.status === 204);
 const done = await nextFrame((f) => f.action === 'updateMessage' && JSON.stringify(f.message.attachments || []).includes('Done: Remove user from chat'));
