@@ -15,7 +15,7 @@ use crate::botframework::service_url::{AllowedServiceUrl, HostAllowlist};
 use crate::cards;
 use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, NewCase, NewTarget, now_ms};
 use crate::metrics::Metrics;
-use crate::store::{Created, Store, StoreError};
+use crate::store::{Created, Pair, Store, StoreError};
 
 /// Most records stored per transaction: a whole content blob of the Management Activity API
 /// usually fits. Each commit writes every index page it touched, so larger transactions write
@@ -165,10 +165,31 @@ impl AlertDesk {
         Ok(report)
     }
 
+    /// Opens a case for a finding, unless the pair already has one open (the record joins its
+    /// evidence), the record is already evidence of a case about the pair, or the record is not
+    /// newer than the pair's last removal or rejection.
     async fn open_alert_case(&self, record: &AuditRecord, finding: &Finding) -> Result<Option<Case>, StoreError> {
         let member = &finding.member;
         let user_ref = member.upn.clone().or_else(|| member.user_object_id.clone()).unwrap_or_default().to_ascii_lowercase();
-        let key = format!("alert|{}|{user_ref}", finding.chat_thread_id);
+        let user_oid = member.user_object_id.as_ref().map(|o| o.to_ascii_lowercase());
+        let pair = Pair { chat: &finding.chat_thread_id, user_ref: &user_ref, user_oid: user_oid.as_deref() };
+        if self.store.is_pair_evidence(&pair, &record.id).await? {
+            self.metrics.inc("chatwarden_alert_cases_total", &[("result", "duplicate")]);
+            return Ok(None);
+        }
+        if let Some(open) = self.store.open_alert_case(&pair).await? {
+            self.join_open_case(&open, record).await?;
+            return Ok(None);
+        }
+        let closed_at = self.store.pair_closed_at(&pair).await?;
+        if let (Some(closed_at), Some(created_at)) = (closed_at, record.created_at) {
+            if created_at <= closed_at {
+                // The record tells of what was already removed or rejected (the audit log lags).
+                self.metrics.inc("chatwarden_alert_cases_total", &[("result", "already_closed")]);
+                return Ok(None);
+            }
+        }
+        let key = pair.alert_key();
         let new_case = NewCase {
             kind: CaseKind::RemoveChat,
             source: CaseSource::Alert,
@@ -178,7 +199,7 @@ impl AlertDesk {
             targets: vec![NewTarget {
                 thread_id: Some(finding.chat_thread_id.clone()),
                 user_ref,
-                user_oid: member.user_object_id.as_ref().map(|o| o.to_ascii_lowercase()),
+                user_oid: user_oid.clone(),
                 user_tenant_id: record.organization_id.clone(),
                 display_name: member.display_name.clone(),
             }],
@@ -192,11 +213,23 @@ impl AlertDesk {
                 self.metrics.inc("chatwarden_alert_cases_total", &[("result", "opened")]);
                 Ok(Some(*case))
             }
-            Created::Duplicate(_) => {
+            Created::Duplicate(Some(open)) => {
+                // Another delivery (or replica) opened it a moment ago.
+                self.join_open_case(&open, record).await?;
+                Ok(None)
+            }
+            Created::Duplicate(None) => {
                 self.metrics.inc("chatwarden_alert_cases_total", &[("result", "duplicate")]);
                 Ok(None)
             }
         }
+    }
+
+    async fn join_open_case(&self, case_id: &str, record: &AuditRecord) -> Result<(), StoreError> {
+        let detail = format!("audit record {} ({})", record.id, record.operation.as_str());
+        let result = if self.store.add_evidence(case_id, &record.id, &detail, now_ms()).await? { "evidence_added" } else { "duplicate" };
+        self.metrics.inc("chatwarden_alert_cases_total", &[("result", result)]);
+        Ok(())
     }
 
     async fn post_card(&self, case: &Case) {

@@ -1,7 +1,7 @@
 //! The Teams side of cases: who may ask, commands that open cases and post approval cards, card
 //! actions that become decisions, and card updates as cases move.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +21,10 @@ use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, CaseState, Decisi
 use crate::commands::{Command, RevokeTarget, UserRef};
 use crate::execution::{CaseObserver, CaseRunner};
 use crate::graph::{GraphClient, GraphUser};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::store::{Created, DecisionOutcome, Store, StoreError};
-use crate::tokens::{DelegatedTokens, SignInState};
+use crate::tokens::{DelegatedTokens, SignInState, TokenError};
 
 /// The polite refusal for anyone outside the security channel or the admin list. It says
 /// nothing about cases.
@@ -77,6 +79,8 @@ pub struct DeskSettings {
     pub app_id: Option<String>,
     /// Most users one session-revocation case may cover.
     pub revoke_ceiling: usize,
+    /// Refusals answered per sender per minute (0 = no limit).
+    pub refusals_per_minute: u32,
 }
 
 /// What a button of one of our cards asks for.
@@ -179,6 +183,8 @@ pub enum ActionReply {
     PreconditionFailed(String),
     /// The magic code they entered was wrong.
     IncorrectAuthCode,
+    /// Nothing is answered (a sender over the refusal limit, on the Submit path).
+    Silent,
 }
 
 impl ActionReply {
@@ -196,6 +202,7 @@ impl ActionReply {
             ActionReply::IncorrectAuthCode => {
                 json!({"statusCode": 401, "type": "application/vnd.microsoft.error.invalidAuthCode", "value": null})
             }
+            ActionReply::Silent => json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": REFUSAL_TEXT}),
         }
     }
 }
@@ -214,8 +221,13 @@ enum TokenCheck {
     NeedSignIn,
     ExchangeRefused,
     BadCode,
+    /// The token offered or obtained belongs to someone else: the approval is refused.
+    NotTheApprover,
     Unavailable,
 }
+
+/// What an approver is told when the token is someone else's.
+const NOT_THE_APPROVER_TEXT: &str = "The sign-in offered with this approval belongs to another account than yours, so nothing was changed. Sign in as yourself and approve again.";
 
 /// Updates a case's card for everyone and reports final outcomes in its thread.
 pub struct CardUpdater {
@@ -275,6 +287,10 @@ pub struct Desk {
     graph: Arc<GraphClient>,
     endpoint: Arc<ChannelEndpoint>,
     settings: DeskSettings,
+    metrics: Arc<Metrics>,
+    refusals: RateLimiter,
+    /// Senders over the refusal limit whose suppression was already recorded, for a minute.
+    quiet_senders: moka::sync::Cache<String, ()>,
 }
 
 /// The services a desk works with.
@@ -293,6 +309,8 @@ pub struct DeskServices {
     pub graph: Arc<GraphClient>,
     /// The security channel's endpoint.
     pub endpoint: Arc<ChannelEndpoint>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Most group members read for one `/revoke-sessions group:` (the ceiling is usually far lower).
@@ -320,8 +338,10 @@ fn matching_member(records: &[AuditRecord], user: &UserRef) -> Option<(Option<St
     None
 }
 
-/// Every (chat, internal user) pair of `records`, minus pairs already removed; and the evidence.
-pub fn external_pairs(records: &[AuditRecord], removed: &HashSet<(String, String)>) -> (Vec<NewTarget>, Vec<String>) {
+/// Every (chat, internal user) pair of `records`, minus pairs removed after the record that names
+/// them (a record newer than the removal means the user was pulled back in); and the evidence.
+/// `removed` holds each removed pair's latest removal (Unix ms).
+pub fn external_pairs(records: &[AuditRecord], removed: &HashMap<(String, String), i64>) -> (Vec<NewTarget>, Vec<String>) {
     let mut seen = HashSet::new();
     let mut targets = Vec::new();
     let mut evidence = Vec::new();
@@ -332,7 +352,12 @@ pub fn external_pairs(records: &[AuditRecord], removed: &HashSet<(String, String
             let oid = member.user_object_id.as_deref().map(str::to_ascii_lowercase);
             let upn = member.upn.as_deref().map(str::to_ascii_lowercase);
             let Some(user) = oid.clone().or_else(|| upn.clone()) else { continue };
-            let done = |u: &Option<String>| u.as_ref().is_some_and(|u| removed.contains(&(chat.clone(), u.clone())));
+            // A record without a time cannot be placed before a removal: it counts as newer.
+            let done = |u: &Option<String>| {
+                u.as_ref()
+                    .and_then(|u| removed.get(&(chat.clone(), u.clone())))
+                    .is_some_and(|at| record.created_at.is_some_and(|t| t <= *at))
+            };
             if done(&oid) || done(&upn) || !seen.insert((chat.clone(), user)) {
                 continue;
             }
@@ -370,8 +395,10 @@ fn channel_of(activity: &Activity) -> Option<&str> {
 impl Desk {
     /// A desk over the given services.
     pub fn new(services: DeskServices, settings: DeskSettings) -> Self {
-        let DeskServices { store, connector, runner, updater, tokens, graph, endpoint } = services;
-        Self { store, connector, runner, updater, tokens, graph, endpoint, settings }
+        let DeskServices { store, connector, runner, updater, tokens, graph, endpoint, metrics } = services;
+        let refusals = RateLimiter::new(settings.refusals_per_minute);
+        let quiet_senders = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
+        Self { store, connector, runner, updater, tokens, graph, endpoint, settings, metrics, refusals, quiet_senders }
     }
 
     /// Checks tenant, team, channel and admin list; returns who is acting.
@@ -401,19 +428,36 @@ impl Desk {
         Ok(Actor { oid: oid.to_ascii_lowercase(), name: from.name.clone().unwrap_or_default(), user_id: from.id.clone() })
     }
 
-    /// Records a refusal (no case is named) and returns the polite text.
-    pub async fn refuse(&self, activity: &Activity, denied: Denied) -> &'static str {
+    /// Records a refusal (no case is named) and returns the polite text to answer with, or
+    /// `None` when this sender is over `CHATWARDEN_REFUSALS_PER_MINUTE`: then the refusal is
+    /// recorded once (saying that the next ones are not) and not answered, so a stranger cannot
+    /// make the bot write rows and send messages at the rate they send.
+    pub async fn refuse(&self, activity: &Activity, denied: Denied) -> Option<&'static str> {
         let from = activity.from.as_ref();
         let actor = Actor {
             oid: from.and_then(|f| f.aad_object_id.clone()).unwrap_or_default(),
             name: from.and_then(|f| f.name.clone()).unwrap_or_default(),
             user_id: from.map(|f| f.id.clone()).unwrap_or_default(),
         };
-        tracing::warn!(reason = denied.code(), "refused a request");
-        if let Err(err) = self.store.record_event(None, Some(&actor), "refused", Some(denied.code()), now_ms()).await {
+        let sender = if actor.oid.is_empty() { actor.user_id.clone() } else { actor.oid.clone() };
+        let over_limit = self.refusals.check(&sender).is_err();
+        if over_limit {
+            self.metrics.inc("chatwarden_rate_limited_total", &[("what", "refusal")]);
+            if self.quiet_senders.contains_key(&sender) {
+                return None;
+            }
+            self.quiet_senders.insert(sender, ());
+        }
+        let detail = if over_limit {
+            format!("{}; further refusals of this sender are neither recorded nor answered for a minute", denied.code())
+        } else {
+            denied.code().to_owned()
+        };
+        tracing::debug!(reason = denied.code(), "refused a request");
+        if let Err(err) = self.store.record_event(None, Some(&actor), "refused", Some(&detail), now_ms()).await {
             tracing::error!(error = %err, "could not record a refusal");
         }
-        REFUSAL_TEXT
+        (!over_limit).then_some(REFUSAL_TEXT)
     }
 
     fn tenant_for(&self, activity: &Activity) -> String {
@@ -476,7 +520,11 @@ impl Desk {
             }
             Command::RemoveExternal { party, reason } => {
                 let records = self.store.audit_for_party(&party.to_string()).await?;
-                let removed: HashSet<(String, String)> = self.store.removed_pairs().await?.into_iter().collect();
+                let mut removed: HashMap<(String, String), i64> = HashMap::new();
+                for (pair, at) in self.store.removed_pairs().await? {
+                    let latest = removed.entry(pair).or_insert(at);
+                    *latest = (*latest).max(at);
+                }
                 let (targets, evidence) = external_pairs(&records, &removed);
                 if targets.is_empty() {
                     self.reply_text(
@@ -632,7 +680,15 @@ impl Desk {
         let activity = incoming.activity();
         let actor = match self.authorise(activity) {
             Ok(actor) => actor,
-            Err(denied) => return Ok(ActionReply::Message(self.refuse(activity, denied).await.to_owned())),
+            // The presser sees the refusal in the invoke's own response (no message is sent), or,
+            // on the Submit path, nothing once they are over the refusal limit.
+            Err(denied) => {
+                return Ok(match self.refuse(activity, denied).await {
+                    Some(text) => ActionReply::Message(text.to_owned()),
+                    None if path == ActionPath::Invoke => ActionReply::Message(REFUSAL_TEXT.to_owned()),
+                    None => ActionReply::Silent,
+                });
+            }
         };
         let decision = match action.intent {
             CardIntent::Decide(decision) => decision,
@@ -664,6 +720,18 @@ impl Desk {
                         ));
                     }
                     TokenCheck::BadCode => return Ok(ActionReply::IncorrectAuthCode),
+                    TokenCheck::NotTheApprover => {
+                        self.store
+                            .record_event(
+                                Some(&case.id),
+                                Some(&actor),
+                                "refused",
+                                Some("the offered sign-in belongs to another user"),
+                                now_ms(),
+                            )
+                            .await?;
+                        return Ok(ActionReply::Message(NOT_THE_APPROVER_TEXT.into()));
+                    }
                     TokenCheck::Unavailable => {
                         return Ok(ActionReply::Message(
                             "The sign-in service could not be reached; nothing was changed. Try again.".into(),
@@ -692,6 +760,7 @@ impl Desk {
         match result {
             Ok(Some(_)) => TokenCheck::Ready,
             Ok(None) => TokenCheck::NeedSignIn,
+            Err(TokenError::NotTheApprover) => TokenCheck::NotTheApprover,
             Err(err) => {
                 tracing::error!(error = %err, "could not get the approver's token");
                 TokenCheck::Unavailable
@@ -792,6 +861,7 @@ impl Desk {
             TokenCheck::Ready => {}
             TokenCheck::ExchangeRefused => return Ok(failure("The token could not be exchanged; consent or sign-in is needed.")),
             TokenCheck::BadCode | TokenCheck::NeedSignIn => return Ok(SignInReply { status: 404, body: json!({}) }),
+            TokenCheck::NotTheApprover => return Ok(failure(NOT_THE_APPROVER_TEXT)),
             TokenCheck::Unavailable => return Ok(failure("The sign-in service could not be reached.")),
         }
         if let Some((case_id, decision)) = self.store.take_pending_signin(&actor.oid, PENDING_SIGNIN_MS, now_ms()).await? {

@@ -80,7 +80,7 @@ impl Bot {
                                 });
                                 self.desk.send(incoming, reply).await;
                             }
-                            ActionReply::Card(_) | ActionReply::IncorrectAuthCode => {}
+                            ActionReply::Card(_) | ActionReply::IncorrectAuthCode | ActionReply::Silent => {}
                         }
                         BotResponse::Ack
                     }
@@ -97,8 +97,9 @@ impl Bot {
         let actor = match self.desk.authorise(activity) {
             Ok(actor) => actor,
             Err(denied) => {
-                let refusal = self.desk.refuse(activity, denied).await;
-                self.desk.reply_text(incoming, refusal.to_owned()).await;
+                if let Some(refusal) = self.desk.refuse(activity, denied).await {
+                    self.desk.reply_text(incoming, refusal.to_owned()).await;
+                }
                 return BotResponse::Ack;
             }
         };

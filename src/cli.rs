@@ -195,8 +195,27 @@ async fn history(config: &Config, limit: u32, case_id: Option<&str>) -> ExitCode
     })
 }
 
+/// What `chatwarden dev` prints at start: what is really on (`{port}` is filled in once bound).
+pub fn dev_banner(config: &Config) -> String {
+    match &config.app {
+        None => "chatwarden dev: LOCAL MODE, listening on http://127.0.0.1:{port}/api/messages (loopback only, inbound auth OFF, \
+                 local stand-ins for the token service, Graph and the audit source).\n\
+                 Connect Microsoft's local Teams client:\n  \
+                 npx @microsoft/m365agentsplayground -e http://127.0.0.1:{port}/api/messages -c msteams"
+            .to_owned(),
+        Some(app) => format!(
+            "chatwarden dev: listening on http://127.0.0.1:{{port}}/api/messages (loopback only) with app registration {}: \
+             inbound auth ON, Microsoft's cloud services (no stand-ins), {} admin(s), security channel {}, second approver {}.",
+            app.app_id,
+            config.security.admins.len(),
+            config.security.channel_id.as_deref().unwrap_or("(unset)"),
+            if config.require_second_approver { "required" } else { "NOT required" },
+        ),
+    }
+}
+
 async fn serve(config: Config) -> ExitCode {
-    let dev = config.mode == Mode::Dev;
+    let banner = (config.mode == Mode::Dev).then(|| dev_banner(&config));
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(err) => {
@@ -204,14 +223,9 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if dev {
+    if let Some(banner) = banner {
         let port = app.port();
-        let _ = writeln!(
-            std::io::stdout(),
-            "chatwarden dev: LOCAL MODE, listening on http://127.0.0.1:{port}/api/messages (loopback only, inbound auth OFF).\n\
-             Connect Microsoft's local Teams client:\n  \
-             npx @microsoft/m365agentsplayground -e http://127.0.0.1:{port}/api/messages -c msteams"
-        );
+        let _ = writeln!(std::io::stdout(), "{}", banner.replace("{port}", &port.to_string()));
     } else {
         tracing::info!(port = app.port(), "chatwarden listening");
     }
@@ -221,5 +235,30 @@ async fn serve(config: Config) -> ExitCode {
             tracing::error!(error = %err, "server failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dev_banner_says_what_is_really_on() {
+        let local = Config::from_sources(Mode::Dev, None, |_| None).unwrap();
+        let text = dev_banner(&local);
+        assert!(text.contains("inbound auth OFF") && text.contains("stand-ins"), "{text}");
+        let env = [
+            ("MICROSOFT_APP_ID", "9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3"),
+            ("MICROSOFT_APP_PASSWORD", "s3cret-password-value"),
+            ("MICROSOFT_APP_TENANT_ID", "5f0e9d8c-2222-4b3c-8d7e-6f5a4b3c2d1e"),
+            ("CHATWARDEN_SECURITY_TEAM_ID", "19:team@thread.tacv2"),
+            ("CHATWARDEN_SECURITY_CHANNEL_ID", "19:chan@thread.tacv2"),
+            ("CHATWARDEN_ADMINS", "0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d"),
+        ];
+        let registered =
+            Config::from_sources(Mode::Dev, None, |k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| (*v).to_owned())).unwrap();
+        let text = dev_banner(&registered);
+        assert!(text.contains("inbound auth ON") && text.contains("1 admin(s)") && text.contains("second approver required"), "{text}");
+        assert!(!text.contains("OFF") && !text.contains("s3cret"), "{text}");
     }
 }

@@ -54,6 +54,9 @@ pub const DEFAULT_SERVICE_URL_ALLOWLIST: &str =
 /// Default JSON body limit for `/api/messages` (256 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// Shortest retention: longer than the 7 days the Management Activity API serves content for.
+pub const MIN_RETENTION_DAYS: u64 = 8;
+
 /// Every setting chatwarden reads, in documentation order.
 pub const SETTINGS: &[Setting] = &[
     setting("CHATWARDEN_BIND", "bind", "listen address", Some("127.0.0.1:3978"), false),
@@ -176,7 +179,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "CHATWARDEN_RETENTION_DAYS",
         "retention_days",
-        "prune audit records, activity dedupe keys and refusals older than this many days (0 = keep everything)",
+        "prune audit records, dedupe keys and refusals older than this many days (0 = keep everything, else 8 or more)",
         Some("0"),
         false,
     ),
@@ -185,7 +188,7 @@ pub const SETTINGS: &[Setting] = &[
         "CHATWARDEN_REQUIRE_SECOND_APPROVER",
         "require_second_approver",
         "the requester may not approve their own case (true/false)",
-        Some("true in serve, false in dev"),
+        Some("true in serve and in dev with a registration, false in local mode"),
         false,
     ),
 ];
@@ -756,13 +759,26 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
     if oauth_connection.is_empty() {
         raw.problem("CHATWARDEN_OAUTH_CONNECTION", "must not be empty");
     }
-    let team_id = require(&mut raw, mode, "CHATWARDEN_SECURITY_TEAM_ID");
-    let channel_id = require(&mut raw, mode, "CHATWARDEN_SECURITY_CHANNEL_ID");
+    // With a real registration, inbound auth is on and Teams can reach the bot: `dev` then guards
+    // who may act exactly like `serve` (the same settings are required, four-eyes is the default).
+    let guarded = mode == Mode::Serve || app.is_some();
+    let guarded_by = if mode == Mode::Serve { "in `serve`" } else { "in `dev` with a MICROSOFT_APP_* registration" };
+    let require_guarded = |raw: &mut RawSettings, env: &'static str| match raw.get(env) {
+        Some(v) => Some(v.trim().to_owned()),
+        None => {
+            if guarded {
+                raw.problem(env, format!("is required {guarded_by}"));
+            }
+            None
+        }
+    };
+    let team_id = require_guarded(&mut raw, "CHATWARDEN_SECURITY_TEAM_ID");
+    let channel_id = require_guarded(&mut raw, "CHATWARDEN_SECURITY_CHANNEL_ID");
     let admins: Vec<String> =
         raw.get("CHATWARDEN_ADMINS").unwrap_or("").split(',').map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()).collect();
-    if mode == Mode::Serve {
+    if guarded {
         if admins.is_empty() {
-            raw.problem("CHATWARDEN_ADMINS", "is required in `serve` (at least one Entra object id)");
+            raw.problem("CHATWARDEN_ADMINS", format!("is required {guarded_by} (at least one Entra object id)"));
         }
         let bad: Vec<&String> = admins.iter().filter(|a| !is_guid(a)).collect();
         if !bad.is_empty() {
@@ -800,7 +816,7 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
         }
     };
     let require_second_approver = match raw.get("CHATWARDEN_REQUIRE_SECOND_APPROVER").map(|v| v.trim().to_ascii_lowercase()) {
-        None => Some(mode == Mode::Serve),
+        None => Some(guarded),
         Some(v) if v == "true" => Some(true),
         Some(v) if v == "false" => Some(false),
         Some(v) => {
@@ -908,11 +924,13 @@ fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, ConfigErrors> {
     let retention_text = value_or_default(&raw, "CHATWARDEN_RETENTION_DAYS").trim().to_owned();
     let retention = match retention_text.parse::<u64>() {
         Ok(0) => None,
-        Ok(days) if days <= 36_500 => Some(Duration::from_secs(days * 24 * 3600)),
+        // The Management Activity API serves content for 7 days: nothing younger may be pruned,
+        // or the poller's look-back could bring a pruned record back as new.
+        Ok(days) if (MIN_RETENTION_DAYS..=36_500).contains(&days) => Some(Duration::from_secs(days * 24 * 3600)),
         _ => {
             raw.problem(
                 "CHATWARDEN_RETENTION_DAYS",
-                format!("`{retention_text}` must be a number of days from 0 (keep everything) to 36500"),
+                format!("`{retention_text}` must be 0 (keep everything) or a number of days from {MIN_RETENTION_DAYS} to 36500"),
             );
             None
         }
@@ -1025,6 +1043,37 @@ mod tests {
     fn dev_needs_nothing_and_turns_auth_off() {
         let config = load(Mode::Dev, None, &HashMap::new()).unwrap();
         assert!(!config.auth_enabled());
+        assert!(!config.require_second_approver);
+    }
+
+    #[test]
+    fn dev_with_a_registration_guards_who_may_act_like_serve() {
+        let registration: HashMap<&'static str, String> =
+            serve_env().into_iter().filter(|(k, _)| k.starts_with("MICROSOFT_APP_")).collect();
+        let err = load(Mode::Dev, None, &registration).unwrap_err();
+        assert_eq!(named(&err), ["CHATWARDEN_SECURITY_TEAM_ID", "CHATWARDEN_SECURITY_CHANNEL_ID", "CHATWARDEN_ADMINS"]);
+        assert!(err.problems.iter().all(|p| p.problem.contains("in `dev` with a MICROSOFT_APP_* registration")), "{err}");
+        let config = load(Mode::Dev, None, &serve_env()).unwrap();
+        assert!(config.auth_enabled());
+        assert!(config.require_second_approver, "four-eyes is the default once Teams can reach the bot");
+        assert_eq!(config.security.admins, [ADMIN]);
+    }
+
+    #[test]
+    fn retention_and_the_removal_version_are_checked() {
+        let mut env = serve_env();
+        let config = load(Mode::Serve, None, &env).unwrap();
+        assert_eq!(config.retention, None);
+        assert_eq!(config.removal_api_version, RemovalApiVersion::V1);
+        env.insert("CHATWARDEN_RETENTION_DAYS", "30".into());
+        env.insert("CHATWARDEN_REMOVAL_API_VERSION", "beta".into());
+        let config = load(Mode::Serve, None, &env).unwrap();
+        assert_eq!(config.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(config.removal_api_version, RemovalApiVersion::Beta);
+        env.insert("CHATWARDEN_RETENTION_DAYS", "7".into());
+        env.insert("CHATWARDEN_REMOVAL_API_VERSION", "v2".into());
+        let err = load(Mode::Serve, None, &env).unwrap_err();
+        assert_eq!(named(&err), ["CHATWARDEN_REMOVAL_API_VERSION", "CHATWARDEN_RETENTION_DAYS"]);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn effective_bind(config: &Config) -> SocketAddr {
 /// Who may do what, from the configuration: in `serve` the configured tenant, team, channel and
 /// admins; in local mode whatever is configured, and anyone on loopback otherwise.
 pub fn desk_settings(config: &Config) -> DeskSettings {
-    let admins = (!config.security.admins.is_empty() || config.mode == Mode::Serve)
+    let admins = (!config.security.admins.is_empty() || config.mode == Mode::Serve || config.app.is_some())
         .then(|| config.security.admins.iter().map(|a| a.to_ascii_lowercase()).collect::<HashSet<_>>());
     DeskSettings {
         scope: Scope {
@@ -84,6 +84,7 @@ pub fn desk_settings(config: &Config) -> DeskSettings {
         case_ttl: config.case_ttl,
         app_id: config.app.as_ref().map(|a| a.app_id.clone()),
         revoke_ceiling: config.revoke_ceiling,
+        refusals_per_minute: config.refusals_per_minute,
     }
 }
 
@@ -97,6 +98,33 @@ pub fn token_source(config: &Config) -> Result<TokenSource, ClientSetupError> {
             TokenSource::OnBehalfOf { token_url, client_id: app.app_id.clone(), client_secret: app.password.clone(), base, connection }
         }
         _ => TokenSource::TokenService { base, connection },
+    })
+}
+
+/// How often the retention sweep runs (it also runs at start).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Rows of each kind one retention batch deletes.
+const RETENTION_BATCH: i64 = 1_000;
+
+/// Deletes what is older than `retention` now and every [`RETENTION_EVERY`]. Several replicas
+/// may sweep at once: each delete is idempotent.
+fn spawn_retention(store: Store, retention: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let cutoff = crate::cases::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            match store.prune_before(cutoff, RETENTION_BATCH).await {
+                Ok(pruned) if pruned.is_empty() => {}
+                Ok(pruned) => tracing::info!(
+                    audit_records = pruned.audit_records,
+                    dedupe_keys = pruned.dedupe_keys,
+                    refusals = pruned.refusals,
+                    poll_contents = pruned.poll_contents,
+                    "retention sweep pruned old rows"
+                ),
+                Err(err) => tracing::error!(error = %err, "retention sweep failed; it runs again in an hour"),
+            }
+            tokio::time::sleep(RETENTION_EVERY).await;
+        }
     })
 }
 
@@ -158,6 +186,9 @@ impl Application {
         let runner_id = overrides.runner_id.unwrap_or_else(|| format!("runner-{:016x}", fastrand::u64(..)));
         let runner = Arc::new(CaseRunner::new(store.clone(), executor, updater.clone(), runner_id, config.execution.lease));
         background.push(runner.spawn_sweeper(config.execution.sweep_interval));
+        if let Some(retention) = config.retention {
+            background.push(spawn_retention(store.clone(), retention));
+        }
         let endpoint = Arc::new(ChannelEndpoint::new(config.service_url.as_ref().map(Url::to_string), store.clone(), allowlist.clone()));
         let alert_settings = AlertSettings {
             tenant_id: config.app.as_ref().map(|a| a.tenant_id.clone()),
@@ -192,7 +223,16 @@ impl Application {
             background.push(poller.spawn());
         }
         let settings = desk_settings(&config);
-        let services = DeskServices { store: store.clone(), connector, runner, updater, tokens: delegated, graph, endpoint };
+        let services = DeskServices {
+            store: store.clone(),
+            connector,
+            runner,
+            updater,
+            tokens: delegated,
+            graph,
+            endpoint,
+            metrics: Arc::clone(&metrics),
+        };
         let desk = Desk::new(services, settings);
         let gate = web::Data::new(InboundGate::new(auth, allowlist, config.max_body_bytes, Arc::clone(&metrics)));
         let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics), config.commands_per_minute));

@@ -43,6 +43,22 @@ pub enum TokenError {
     /// The answer was not a token.
     #[error("token service answered an invalid body")]
     Invalid,
+    /// The SSO token, or the token that came back, belongs to someone other than the admin.
+    #[error("the token belongs to another user than the admin who acted")]
+    NotTheApprover,
+}
+
+/// Refuses a delegated token whose `oid` claim names another user than `admin`. Graph tokens
+/// of work accounts are JWTs; one that cannot be read is not refused here (the SSO token it was
+/// exchanged from, or the token service's own binding to the Teams user, vouched for it).
+fn owned_by(token: &SecretString, admin: &Actor) -> Result<(), TokenError> {
+    match crate::botframework::auth::unverified_oid(token.expose_secret()) {
+        Some(oid) if !oid.eq_ignore_ascii_case(&admin.oid) => {
+            tracing::warn!("a delegated token came back for another user than the admin; refused");
+            Err(TokenError::NotTheApprover)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What the token service said about a sign-in resource.
@@ -226,18 +242,25 @@ impl DelegatedTokens {
     }
 
     /// Exchanges a Teams SSO token (token service exchange, or OBO at Entra ID in OBO mode).
-    /// `Ok(None)` means the exchange was refused (consent or sign-in needed).
+    /// `Ok(None)` means the exchange was refused (consent or sign-in needed). In both modes the
+    /// SSO token must name the admin who sent it (`oid`) before it is exchanged, and the token
+    /// that comes back must not name anyone else: the removal runs with the approver's identity
+    /// or not at all.
     pub async fn exchange_sso(&self, admin: &Actor, sso_token: &SecretString) -> Result<Option<SecretString>, TokenError> {
+        if !crate::botframework::auth::unverified_oid_matches(sso_token.expose_secret(), &admin.oid) {
+            tracing::warn!("SSO token does not belong to the admin who sent it; refused");
+            self.metrics.inc("chatwarden_token_service_total", &[("call", "exchange"), ("result", "wrong_user")]);
+            return Err(TokenError::NotTheApprover);
+        }
         let token = match &self.source {
             TokenSource::TokenService { .. } => self.exchange_at_token_service(admin, sso_token).await?,
             TokenSource::OnBehalfOf { token_url, client_id, client_secret, .. } => {
-                if !crate::botframework::auth::unverified_oid_matches(sso_token.expose_secret(), &admin.oid) {
-                    tracing::warn!("SSO token does not belong to the admin who sent it; refused");
-                    return Ok(None);
-                }
                 self.on_behalf_of(token_url, client_id, client_secret, sso_token).await?
             }
         };
+        if let Some(token) = &token {
+            owned_by(&token.secret, admin)?;
+        }
         Ok(match token {
             Some(token) => {
                 let secret = token.secret.clone();
@@ -273,9 +296,11 @@ impl DelegatedTokens {
             }
             status if status.is_success() => {
                 let body: TokenResponse = response.json().await.map_err(|_| Miss::Failed(TokenError::Invalid))?;
+                let secret = SecretString::from(body.token);
+                owned_by(&secret, admin).map_err(Miss::Failed)?;
                 self.metrics.inc("chatwarden_token_service_total", &[("call", "get_token"), ("result", "ok")]);
                 let left = remaining(body.expiration.as_deref());
-                Ok(Arc::new(CachedToken { secret: SecretString::from(body.token), use_until: use_until(Instant::now(), left) }))
+                Ok(Arc::new(CachedToken { secret, use_until: use_until(Instant::now(), left) }))
             }
             status => {
                 self.metrics.inc("chatwarden_token_service_total", &[("call", "get_token"), ("result", "error")]);

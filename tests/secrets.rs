@@ -30,7 +30,8 @@ impl Write for Capture {
 }
 
 const ALERT_SECRET: &str = "alert-secret-never-logged-0123456789";
-const SSO_TOKEN: &str = "sso-token-never-logged-abcdef";
+/// The SSO token's signature part: searched for in the logs, with the whole token.
+const SSO_SIGNATURE: &str = "sso-token-never-logged-abcdef";
 const GRAPH_TOKEN: &str = "graph-token-never-logged-123456";
 const ATTACKER_TOKEN: &str = "attacker-token-never-logged-zyx";
 
@@ -79,6 +80,8 @@ async fn no_token_password_or_secret_reaches_the_logs_or_a_card() {
 
     let url = app.service_url();
     let inbound = valid_token(&url);
+    // The approver's SSO token (it must name them: `oid`).
+    let sso_token = format!("{}{SSO_SIGNATURE}", sso_token_for(SECOND_ADMIN_OID).trim_end_matches("sig"));
     // A command, then an approval carrying an SSO token.
     let mut command = message(&url, "/remove-chat 19:abc@thread.v2 4fdb1e07-a7e9-475c-a5e2-8d042a6c8102 phishing");
     command["id"] = json!("cmd-1");
@@ -92,7 +95,7 @@ async fn no_token_password_or_secret_reaches_the_logs_or_a_card() {
     approve["id"] = json!("inv-1");
     approve["from"] = json!({"id": "29:sam", "name": "Sam", "aadObjectId": SECOND_ADMIN_OID});
     approve["value"] = json!({"action": {"type": "Action.Execute", "verb": "approve", "data": {"chatwarden": 1, "caseId": case_id, "action": "approve"}},
-                              "authentication": {"id": "x", "connectionName": "graph", "token": SSO_TOKEN}});
+                              "authentication": {"id": "x", "connectionName": "graph", "token": sso_token}});
     assert_eq!(app.post_activity(Some(&inbound), &approve).await.status(), 200);
     for _ in 0..100 {
         if store.case(&case_id).await.unwrap().unwrap().state == chatwarden::cases::CaseState::Done {
@@ -134,7 +137,8 @@ async fn no_token_password_or_secret_reaches_the_logs_or_a_card() {
         ("bot token", BOT_TOKEN.to_owned()),
         ("inbound JWT", inbound.clone()),
         ("inbound JWT signature", inbound.rsplit('.').next().unwrap().to_owned()),
-        ("SSO token", SSO_TOKEN.to_owned()),
+        ("SSO token", sso_token.clone()),
+        ("SSO token signature", SSO_SIGNATURE.to_owned()),
         ("Graph token", GRAPH_TOKEN.to_owned()),
         ("alert secret", ALERT_SECRET.to_owned()),
         ("attacker token", ATTACKER_TOKEN.to_owned()),

@@ -295,9 +295,14 @@ struct OidClaim {
 /// bind a Teams SSO token to the admin who sent it before Entra ID verifies that token in the
 /// on-behalf-of exchange; never as proof of identity on its own.
 pub fn unverified_oid_matches(token: &str, oid: &str) -> bool {
-    let Ok((_, payload)) = split_token(token) else { return false };
-    let claims: Result<OidClaim, _> = decode_segment(payload);
-    claims.ok().and_then(|c| c.oid).is_some_and(|claimed| claimed.eq_ignore_ascii_case(oid))
+    unverified_oid(token).is_some_and(|claimed| claimed.eq_ignore_ascii_case(oid))
+}
+
+/// The `oid` claim of a JWT, read without verifying it; `None` when it is not a JWT or has none.
+pub fn unverified_oid(token: &str) -> Option<String> {
+    let (_, payload) = split_token(token).ok()?;
+    let claims: OidClaim = decode_segment(payload).ok()?;
+    claims.oid
 }
 
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthRejection> {

@@ -184,7 +184,7 @@ fn in_any_bucket(backend: Backend, column: &str) -> String {
 }
 
 /// Sorted, distinct (bucket, key hash, record sequence) rows for the given records.
-fn lookup_rows<'r>(records: impl Iterator<Item = (&'r AuditRecord, i64)>) -> Vec<(i64, i64, i64)> {
+pub(super) fn lookup_rows<'r>(records: impl Iterator<Item = (&'r AuditRecord, i64)>) -> Vec<(i64, i64, i64)> {
     let mut rows: Vec<(i64, i64, i64)> = Vec::new();
     for (record, seq) in records {
         for_each_key(record, |kind, value| rows.push((bucket_of(seq), key_hash((kind, value)), seq)));
@@ -362,21 +362,9 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_records").fetch_one(&self.pool).await?)
     }
 
-    /// (chat, user) pairs already removed by a finished case (`done` targets), user as object id
-    /// or as given, lower case.
-    pub async fn removed_pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT thread_id, user_oid, user_ref FROM case_targets WHERE status = 'done' AND thread_id IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut pairs = Vec::with_capacity(rows.len() * 2);
-        for row in rows {
-            let thread: String = row.try_get("thread_id")?;
-            if let Some(oid) = row.try_get::<Option<String>, _>("user_oid")? {
-                pairs.push((thread.clone(), oid.to_ascii_lowercase()));
-            }
-            pairs.push((thread, row.try_get::<String, _>("user_ref")?.to_ascii_lowercase()));
-        }
-        Ok(pairs)
+    /// How many lookup rows the audit index holds (a size check for operators and tests).
+    pub async fn lookup_row_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_lookup").fetch_one(&self.pool).await?)
     }
 
     /// The end of the last fully processed window of a poll source.

@@ -1,10 +1,13 @@
-//! Case queries. Every state change is a compare-and-set (`WHERE state = ... AND version = ...`)
+//! Case queries. Every state change is a compare-and-set on the state it leaves (`WHERE state =
+//! ...`; a decision also on the case's `version`, since it was checked against the case as read)
 //! and is committed in the same transaction as the activity dedupe key that caused it, so a
-//! double click, a redelivered activity or two replicas never apply a change twice.
+//! double click, a redelivered activity or two replicas never apply a change twice. Closing a case
+//! releases the alert key it held, in the same transaction.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 
+use super::pairs::release_alert_key;
 use super::{Store, StoreError};
 use crate::cases::{
     Actor, CardRef, Case, CaseEvent, CaseKind, CaseSource, CaseState, Decision, NewCase, Policy, Refusal, Target, TargetStatus,
@@ -110,7 +113,7 @@ fn target_from_row(row: &AnyRow) -> Result<Target, StoreError> {
     })
 }
 
-async fn insert_event(
+pub(super) async fn insert_event(
     tx: &mut Transaction<'_, Any>,
     case_id: Option<&str>,
     actor: Option<&Actor>,
@@ -141,6 +144,7 @@ async fn expire_proposal(tx: &mut Transaction<'_, Any>, case_id: &str, now: i64)
     if expired.rows_affected() != 1 {
         return Ok(false);
     }
+    release_alert_key(tx, case_id).await?;
     insert_event(tx, Some(case_id), None, "expired", Some("no decision before the deadline"), now).await?;
     Ok(true)
 }
@@ -366,6 +370,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 1 {
+                    if decision == Decision::Reject {
+                        release_alert_key(&mut tx, case_id).await?;
+                    }
                     let kind = if decision == Decision::Approve { "approved" } else { "rejected" };
                     insert_event(&mut tx, Some(case_id), Some(actor), kind, None, now).await?;
                     None
@@ -483,6 +490,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
+        release_alert_key(&mut tx, case_id).await?;
         insert_event(&mut tx, Some(case_id), None, state.as_str(), None, now).await?;
         tx.commit().await?;
         Ok(true)

@@ -5,8 +5,12 @@
 
 mod audit;
 mod cases;
+mod pairs;
+mod retention;
 
 pub use cases::{Created, DecisionOutcome};
+pub use pairs::Pair;
+pub use retention::Pruned;
 
 use std::str::FromStr as _;
 use std::time::Duration;

@@ -750,3 +750,130 @@ async fn the_poller_never_follows_a_url_to_another_host() {
     let err = poller(&p).poll_once().await.unwrap_err();
     assert!(matches!(err, chatwarden::audit::poller::PollError::ForeignUrl(_)), "{err:?}");
 }
+
+/// A record of `own-1`'s MemberAdded (same chat, same user) with its own id and time.
+fn member_added_at(id: &str, at: time::OffsetDateTime) -> Value {
+    let mut record = member_added(id);
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    record["CreationTime"] = json!(at.format(&format).unwrap());
+    record
+}
+
+async fn push_signed(app: &TestApp, records: &[Value]) -> Value {
+    let body = serde_json::to_vec(&json!(records)).unwrap();
+    let response = push(app, &body, Some(sign(SECRET.as_bytes(), &body))).await;
+    assert_eq!(response.status(), 202);
+    response.json().await.unwrap()
+}
+
+/// Approves `case_id` as the second admin and waits until it is done.
+async fn approve_and_finish(app: &TestApp, store: &Store, case_id: &str) {
+    let url = app.service_url();
+    let approve = crate::cases::invoke(&url, &format!("inv-{case_id}"), SECOND_ADMIN_OID, case_id, "approve");
+    assert_eq!(app.post_activity(Some(&valid_token(&url)), &approve).await.status(), 200);
+    crate::cases::wait_state(store, case_id, CaseState::Done).await;
+}
+
+#[tokio::test]
+async fn a_user_pulled_back_into_a_removed_chat_is_alerted_again() {
+    let app = alert_app().await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let first = push_signed(&app, &[member_added("push-1")]).await;
+    let first_case = first["cases"][0].as_str().unwrap().to_owned();
+    approve_and_finish(&app, &store, &first_case).await;
+
+    // The same record again (the poller's look-back, a SIEM replay): nothing new.
+    assert_eq!(push_signed(&app, &[member_added("push-1")]).await["cases"], json!([]));
+    // A record of the same pair from before the removal, arriving late (the audit log lags).
+    let late = member_added_at("late-1", time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    assert_eq!(push_signed(&app, &[late]).await["cases"], json!([]));
+    assert_eq!(app.metrics.get("chatwarden_alert_cases_total", &[("result", "already_closed")]), 1);
+
+    // The outsider adds the same user to the same 1:1 chat again, after the removal.
+    let back = member_added_at("back-1", time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
+    let again = push_signed(&app, &[back]).await;
+    let second_case = again["cases"][0].as_str().expect("a new case for the returning attacker").to_owned();
+    assert_ne!(second_case, first_case);
+    let case = store.case(&second_case).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Proposed);
+    assert_eq!(case.evidence, ["back-1"]);
+    assert_eq!(created_threads(&app).await.len(), 2, "a second card was posted");
+}
+
+#[tokio::test]
+async fn a_record_for_a_pair_with_an_open_case_joins_its_evidence() {
+    let app = alert_app().await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let first = push_signed(&app, &[member_added("push-1")]).await;
+    let case_id = first["cases"][0].as_str().unwrap().to_owned();
+    let later = member_added_at("push-2", time::OffsetDateTime::now_utc());
+    assert_eq!(push_signed(&app, &[later.clone(), later]).await["cases"], json!([]));
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!(case.evidence, ["push-1", "push-2"]);
+    let added: Vec<_> = store.events(&case_id).await.unwrap().into_iter().filter(|e| e.kind == "evidence_added").collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert!(added[0].detail.as_deref().unwrap().contains("push-2"));
+    assert_eq!(created_threads(&app).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_rejected_pair_is_alerted_again_only_by_a_newer_record() {
+    let app = alert_app().await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let first = push_signed(&app, &[member_added("push-1")]).await;
+    let case_id = first["cases"][0].as_str().unwrap().to_owned();
+    let url = app.service_url();
+    let reject = crate::cases::invoke(&url, "inv-r", SECOND_ADMIN_OID, &case_id, "reject");
+    app.post_activity(Some(&valid_token(&url)), &reject).await;
+    crate::cases::wait_state(&store, &case_id, CaseState::Rejected).await;
+    let older = member_added_at("older-1", time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
+    assert_eq!(push_signed(&app, &[older]).await["cases"], json!([]));
+    let newer = member_added_at("newer-1", time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
+    assert_eq!(push_signed(&app, &[newer]).await["cases"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn remove_external_counts_a_pair_removed_only_if_no_record_is_newer_than_the_removal() {
+    let app = alert_app().await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let first = push_signed(&app, &[member_added("push-1")]).await;
+    approve_and_finish(&app, &store, first["cases"][0].as_str().unwrap()).await;
+    let url = app.service_url();
+    let mut command = message(&url, "/remove-external evil.example");
+    command["id"] = json!("cmd-ext-1");
+    app.post_activity(Some(&valid_token(&url)), &command).await;
+    let last = replies(&app).await.pop().unwrap();
+    assert!(last["text"].as_str().unwrap().contains("already removed"), "{last}");
+
+    push_signed(&app, &[member_added_at("back-1", time::OffsetDateTime::now_utc() + time::Duration::minutes(1))]).await;
+    command["id"] = json!("cmd-ext-2");
+    app.post_activity(Some(&valid_token(&url)), &command).await;
+    let bulk = store.history(10).await.unwrap().into_iter().find(|c| c.kind == CaseKind::RemoveExternal).expect("a bulk case");
+    assert_eq!(bulk.targets.len(), 1);
+    assert_eq!(bulk.targets[0].thread_id.as_deref(), Some(CHAT));
+    assert_eq!(bulk.evidence, ["back-1"]);
+}
+
+#[tokio::test]
+async fn the_service_prunes_records_older_than_the_retention_at_start() {
+    let url = sqlite_url();
+    let store = Store::connect(&url).await.unwrap();
+    let old = now_ms() - 10 * 86_400_000;
+    store.insert_audit(&AuditRecord::parse(member_added("old-1")).unwrap(), old).await.unwrap();
+    store.insert_audit(&AuditRecord::parse(member_added("new-1")).unwrap(), now_ms()).await.unwrap();
+    store.record_event(None, None, "refused", Some("not_admin"), old).await.unwrap();
+    let app = spawn_app_with(Fakes { database_url: Some(url), ..Fakes::default() }, |c| {
+        c.retention = Some(Duration::from_secs(8 * 86_400));
+    })
+    .await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    for _ in 0..200 {
+        if store.audit_count().await.unwrap() == 1 && store.refusals(10).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.audit_count().await.unwrap(), 1);
+    assert_eq!(store.audit_for_chat(CHAT).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["new-1"]);
+    assert!(store.refusals(10).await.unwrap().is_empty());
+}

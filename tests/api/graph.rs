@@ -11,7 +11,7 @@ use chatwarden::config::RetryPolicy;
 use chatwarden::execution::CaseExecutor;
 use chatwarden::graph::{BatchItem, GraphClient};
 use chatwarden::metrics::Metrics;
-use chatwarden::tokens::{DelegatedTokens, TokenSource};
+use chatwarden::tokens::{DelegatedTokens, TokenError, TokenSource};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, body_string_contains, header, method, path, query_param};
@@ -184,13 +184,43 @@ async fn an_sso_token_is_exchanged_at_the_token_service() {
         .and(query_param("connectionName", "graph"))
         .and(query_param("channelId", "msteams"))
         .and(header("authorization", format!("Bearer {BOT_TOKEN}").as_str()))
-        .and(body_json(json!({"token": "teams-sso-token"})))
+        .and(body_json(json!({"token": sso_token_for(SECOND_ADMIN_OID)})))
         .respond_with(token_response("exchanged", 3600))
         .expect(1)
         .mount(&fx.token_service)
         .await;
-    let token = fx.tokens.exchange_sso(&approver(), &SecretString::from("teams-sso-token".to_owned())).await.unwrap().unwrap();
+    let token = fx.tokens.exchange_sso(&approver(), &sso_for(SECOND_ADMIN_OID)).await.unwrap().unwrap();
     assert_eq!(token.expose_secret(), "exchanged");
+}
+
+#[tokio::test]
+async fn token_service_mode_refuses_an_sso_token_of_someone_else_without_exchanging_it() {
+    let fx = fx().await;
+    let stolen = sso_for(ADMIN_OID);
+    assert!(matches!(fx.tokens.exchange_sso(&approver(), &stolen).await, Err(TokenError::NotTheApprover)));
+    assert!(matches!(fx.tokens.exchange_sso(&approver(), &token("not-a-jwt")).await, Err(TokenError::NotTheApprover)));
+    let exchanges =
+        fx.token_service.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/api/usertoken/exchange").count();
+    assert_eq!(exchanges, 0);
+    assert!(fx.tokens.token_for(&approver()).await.is_ok(), "nothing was cached for the approver");
+}
+
+#[tokio::test]
+async fn a_delegated_token_that_comes_back_for_another_user_is_refused() {
+    let fx = fx().await;
+    // The token service answers with a Graph token whose `oid` is another admin's.
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response(&sso_token_for(ADMIN_OID), 3600))
+        .mount(&fx.token_service)
+        .await;
+    assert!(matches!(fx.tokens.token_for(&approver()).await, Err(TokenError::NotTheApprover)));
+    Mock::given(method("POST"))
+        .and(path("/api/usertoken/exchange"))
+        .respond_with(token_response(&sso_token_for(ADMIN_OID), 3600))
+        .mount(&fx.token_service)
+        .await;
+    assert!(matches!(fx.tokens.exchange_sso(&approver(), &sso_for(SECOND_ADMIN_OID)).await, Err(TokenError::NotTheApprover)));
 }
 
 #[tokio::test]
@@ -201,17 +231,11 @@ async fn a_refused_sso_exchange_means_sign_in_is_needed() {
         .respond_with(ResponseTemplate::new(400))
         .mount(&fx.token_service)
         .await;
-    assert!(fx.tokens.exchange_sso(&approver(), &SecretString::from("sso".to_owned())).await.unwrap().is_none());
+    assert!(fx.tokens.exchange_sso(&approver(), &sso_for(SECOND_ADMIN_OID)).await.unwrap().is_none());
 }
 
 fn sso_for(oid: &str) -> SecretString {
-    use base64::Engine as _;
-    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    SecretString::from(format!(
-        "{}.{}.sig",
-        e.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
-        e.encode(format!(r#"{{"oid":"{oid}","scp":"access_as_user"}}"#))
-    ))
+    SecretString::from(sso_token_for(oid))
 }
 
 #[tokio::test]
@@ -240,7 +264,7 @@ async fn obo_mode_exchanges_the_sso_token_at_entra_with_the_jwt_bearer_grant() {
 async fn obo_mode_refuses_an_sso_token_of_someone_else_without_calling_entra() {
     let fx = fx_with(true).await;
     let stolen = sso_for(ADMIN_OID);
-    assert!(fx.tokens.exchange_sso(&approver(), &stolen).await.unwrap().is_none());
+    assert!(matches!(fx.tokens.exchange_sso(&approver(), &stolen).await, Err(TokenError::NotTheApprover)));
     let obo_calls =
         fx.login.received_requests().await.unwrap().iter().filter(|r| String::from_utf8_lossy(&r.body).contains("jwt-bearer")).count();
     assert_eq!(obo_calls, 0);

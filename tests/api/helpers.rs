@@ -232,6 +232,14 @@ impl Default for Fakes {
 }
 
 /// The delegated token the fake token service hands out for a Teams user id.
+/// A Teams SSO token (a JWT, unsigned: the token service or Entra ID verifies it, not us) for
+/// the user with object id `oid`.
+pub fn sso_token_for(oid: &str) -> String {
+    use base64::Engine as _;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}.sig", e.encode(r#"{"alg":"RS256","typ":"JWT"}"#), e.encode(format!(r#"{{"oid":"{oid}","scp":"access_as_user"}}"#)))
+}
+
 pub fn delegated_token(user_id: &str) -> String {
     format!("delegated-token-of-{user_id}")
 }

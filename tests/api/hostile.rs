@@ -89,6 +89,32 @@ async fn an_admin_flooding_commands_is_slowed_down_politely() {
 }
 
 #[tokio::test]
+async fn a_stranger_flooding_the_bot_is_refused_a_few_times_then_recorded_once_and_ignored() {
+    let app = spawn_app_with(Fakes::default(), |c| c.refusals_per_minute = 2).await;
+    mount_connector(&app).await;
+    let url = app.service_url();
+    let stranger = "99999999-aaaa-4bbb-8ccc-dddddddddddd";
+    for i in 0..6 {
+        let mut text = message(&url, "/remove-chat 19:abc@thread.v2 alice@contoso.com");
+        text["id"] = json!(format!("s-{i}"));
+        crate::cases::from(&mut text, stranger, "Stranger");
+        assert_eq!(app.post_activity(Some(&valid_token(&url)), &text).await.status(), 200);
+    }
+    let answered = replies(&app).await.iter().filter(|r| r["text"].as_str() == Some(chatwarden::approvals::REFUSAL_TEXT)).count();
+    assert_eq!(answered, 2, "only the refusals within the limit are answered");
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let recorded = store.refusals(100).await.unwrap();
+    assert_eq!(recorded.len(), 3, "two refusals and one note that the rest are not recorded: {recorded:?}");
+    assert!(recorded[0].detail.as_deref().unwrap().contains("neither recorded nor answered"), "{recorded:?}");
+    assert_eq!(app.metrics.get("chatwarden_rate_limited_total", &[("what", "refusal")]), 4);
+    // Admins are not affected.
+    let mut help = message(&url, "/help");
+    help["id"] = json!("admin-1");
+    app.post_activity(Some(&valid_token(&url)), &help).await;
+    assert!(replies(&app).await.iter().any(|r| r["text"].as_str().unwrap_or_default().contains("/remove-chat")));
+}
+
+#[tokio::test]
 async fn an_alert_source_over_its_rate_gets_429_with_retry_after() {
     let app = spawn_app_with(Fakes::default(), |c| {
         c.alert_secret = Some(secrecy::SecretString::from("alert-secret-for-tests-0123456789".to_owned()));

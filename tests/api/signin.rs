@@ -187,7 +187,7 @@ async fn token_exchange_invokes_are_handled_once_and_a_failed_exchange_answers_4
     mount_connector(&app).await;
     Mock::given(method("POST"))
         .and(path("/api/usertoken/exchange"))
-        .and(body_json(json!({"token": "good-sso"})))
+        .and(body_json(json!({"token": sso_token_for(SECOND_ADMIN_OID)})))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"token": "exchanged", "expiration": "2099-01-01T00:00:00Z"})))
         .mount(&app.token_service)
         .await;
@@ -197,7 +197,7 @@ async fn token_exchange_invokes_are_handled_once_and_a_failed_exchange_answers_4
         .mount(&app.token_service)
         .await;
     let url = app.service_url();
-    let good = json!({"id": "exchange-1", "connectionName": "graph", "token": "good-sso"});
+    let good = json!({"id": "exchange-1", "connectionName": "graph", "token": sso_token_for(SECOND_ADMIN_OID)});
     for id in ["x-1", "x-2"] {
         let response = app.post_activity(Some(&valid_token(&url)), &signin_invoke(&url, id, "signin/tokenExchange", good.clone())).await;
         assert_eq!(response.status(), 200);
@@ -206,7 +206,10 @@ async fn token_exchange_invokes_are_handled_once_and_a_failed_exchange_answers_4
         app.token_service.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/api/usertoken/exchange").count();
     assert_eq!(exchanges, 1, "the repeated exchange was processed again");
 
-    let bad = json!({"id": "exchange-2", "connectionName": "graph", "token": "needs-consent"});
+    // The approver's own SSO token, which the token service refuses (consent needed).
+    let mut consent = sso_token_for(SECOND_ADMIN_OID);
+    consent.push_str("-needs-consent");
+    let bad = json!({"id": "exchange-2", "connectionName": "graph", "token": consent});
     let response = app.post_activity(Some(&valid_token(&url)), &signin_invoke(&url, "x-3", "signin/tokenExchange", bad)).await;
     assert_eq!(response.status(), 412);
     let body: Value = response.json().await.unwrap();
@@ -228,12 +231,47 @@ async fn an_sso_token_on_the_retried_invoke_is_exchanged_and_the_removal_runs() 
     let case_id = request_removal(&app, "cmd-1").await;
     let url = app.service_url();
     let mut retried = invoke(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "approve");
-    retried["value"]["authentication"] = json!({"id": "exchange-1", "connectionName": "graph", "token": "teams-sso"});
+    retried["value"]["authentication"] = json!({"id": "exchange-1", "connectionName": "graph", "token": sso_token_for(SECOND_ADMIN_OID)});
     let body: Value = app.post_activity(Some(&valid_token(&url)), &retried).await.json().await.unwrap();
     assert_eq!(body["type"], "application/vnd.microsoft.card.adaptive", "{body}");
     let store = Store::connect(&app.database_url).await.unwrap();
     wait_state(&store, &case_id, CaseState::Done).await;
     assert_removed(&store, &case_id).await;
+}
+
+#[tokio::test]
+async fn an_approval_carrying_another_users_sso_token_is_refused_and_changes_nothing() {
+    let app = spawn_app_with(Fakes { real_graph: true, signed_in: false, ..Fakes::default() }, |_| {}).await;
+    mount_connector(&app).await;
+    Mock::given(method("POST"))
+        .and(path("/api/usertoken/exchange"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"token": "requesters-graph-token", "expiration": "2099-01-01T00:00:00Z"})),
+        )
+        .mount(&app.token_service)
+        .await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    // The second admin approves, but the SSO token attached is the requester's own.
+    let mut retried = invoke(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "approve");
+    retried["value"]["authentication"] = json!({"id": "exchange-1", "connectionName": "graph", "token": sso_token_for(ADMIN_OID)});
+    let body: Value = app.post_activity(Some(&valid_token(&url)), &retried).await.json().await.unwrap();
+    assert!(body["value"].as_str().unwrap().contains("belongs to another account"), "{body}");
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Proposed);
+    assert!(
+        store
+            .events(&case_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "refused" && e.detail.as_deref().unwrap_or_default().contains("another user"))
+    );
+    let exchanges =
+        app.token_service.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/api/usertoken/exchange").count();
+    assert_eq!(exchanges, 0, "the foreign SSO token was sent to the token service");
+    assert_eq!(graph_calls(&app.graph.received_requests().await.unwrap()), 0);
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 
 use std::collections::HashSet;
 
+use chatwarden::audit::record::AuditRecord;
 use chatwarden::cases::{Actor, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, Policy, Refusal, TargetStatus, now_ms};
-use chatwarden::store::{Created, DecisionOutcome, Store};
+use chatwarden::store::{Created, DecisionOutcome, Pair, Store};
 
 use crate::helpers::{postgres_url, sqlite_url};
 
@@ -65,6 +66,8 @@ on_both!(
     an_execution_claim_is_exclusive_and_a_lapsed_lease_is_reclaimed,
     target_results_and_the_final_state_are_recorded,
     history_is_newest_first_and_events_tell_the_story,
+    an_alert_key_lives_only_while_its_case_is_open,
+    retention_prunes_old_rows_in_batches_and_keeps_what_cases_need,
 );
 
 async fn a_case_is_opened_once_per_activity(store: Store) {
@@ -238,4 +241,96 @@ async fn a_postgres_database_survives_a_restart() {
     store.close().await;
     let reopened = Store::connect(&url).await.unwrap();
     assert_eq!(reopened.case(&id).await.unwrap().unwrap().state, CaseState::Proposed);
+}
+
+async fn an_alert_key_lives_only_while_its_case_is_open(store: Store) {
+    let pair = Pair { chat: "19:abc@thread.v2", user_ref: "victim@contoso.com", user_oid: None };
+    let key = pair.alert_key();
+    // Rejected: the key goes with the decision, and the rejection time closes the pair.
+    let rejected = open(&store, &key).await;
+    assert_eq!(store.open_alert_case(&pair).await.unwrap(), Some(rejected.clone()));
+    assert!(store.is_pair_evidence(&pair, "audit-1").await.unwrap());
+    assert!(!store.is_pair_evidence(&pair, "audit-2").await.unwrap());
+    let decided_at = now_ms();
+    store.decide(&rejected, &actor("bob"), Decision::Reject, None, &policy(), decided_at).await.unwrap();
+    assert_eq!(store.open_alert_case(&pair).await.unwrap(), None);
+    assert_eq!(store.pair_closed_at(&pair).await.unwrap(), Some(decided_at));
+    // Expired: the key goes too, and expiry does not close the pair.
+    let expired = match store.create_case(&new_case(-1), Some(&key), now_ms()).await.unwrap() {
+        Created::New(case) => case.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(store.expire_due(now_ms()).await.unwrap().len(), 1);
+    assert_eq!(store.open_alert_case(&pair).await.unwrap(), None);
+    assert_eq!(store.pair_closed_at(&pair).await.unwrap(), Some(decided_at));
+    assert!(store.case(&expired).await.unwrap().unwrap().state == CaseState::Expired);
+    // Done: the key goes with the finish, and Graph's confirmation closes the pair.
+    let done = open(&store, &key).await;
+    store.decide(&done, &actor("bob"), Decision::Approve, None, &policy(), now_ms()).await.unwrap();
+    store.claim_for_execution(&done, "runner", 60_000, now_ms()).await.unwrap().unwrap();
+    let removed_at = now_ms() + 5;
+    store.record_target(&done, 0, TargetStatus::Done, Some(204), "removed", Some("victim-oid"), removed_at).await.unwrap();
+    assert_eq!(store.open_alert_case(&pair).await.unwrap(), Some(done.clone()), "still open while executing");
+    assert!(store.finish(&done, "runner", CaseState::Done, now_ms()).await.unwrap());
+    assert_eq!(store.open_alert_case(&pair).await.unwrap(), None);
+    assert_eq!(store.pair_closed_at(&pair).await.unwrap(), Some(removed_at));
+    // The pair is found under its object id as well.
+    let by_oid = Pair { chat: "19:abc@thread.v2", user_ref: "victim-oid", user_oid: Some("victim-oid") };
+    assert_eq!(store.pair_closed_at(&by_oid).await.unwrap(), Some(removed_at));
+    assert!(store.removed_pairs().await.unwrap().contains(&(("19:abc@thread.v2".into(), "victim-oid".into()), removed_at)));
+    // A record joins an open case's evidence once.
+    let open_again = open(&store, &key).await;
+    assert!(store.add_evidence(&open_again, "audit-9", "audit record audit-9", now_ms()).await.unwrap());
+    assert!(!store.add_evidence(&open_again, "audit-9", "audit record audit-9", now_ms()).await.unwrap());
+    assert_eq!(store.case(&open_again).await.unwrap().unwrap().evidence, ["audit-1", "audit-9"]);
+}
+
+fn audit_record(id: &str, chat: &str) -> AuditRecord {
+    AuditRecord::from_json(format!(
+        r#"{{"Id": "{id}", "Operation": "MemberAdded", "OrganizationId": "tenant-1", "ChatThreadId": "{chat}",
+            "Members": [{{"UPN": "victim@contoso.com", "UserObjectId": "victim-oid"}}]}}"#
+    ))
+    .unwrap()
+}
+
+async fn retention_prunes_old_rows_in_batches_and_keeps_what_cases_need(store: Store) {
+    let old = now_ms() - 10 * 86_400_000;
+    let cutoff = now_ms() - 8 * 86_400_000;
+    // Five old records, one of them evidence of a case (audit-1), and one new record.
+    let olds: Vec<AuditRecord> = (1..=5).map(|i| audit_record(&format!("audit-{i}"), &format!("19:old{i}@thread.v2"))).collect();
+    store.insert_audit_batch(&olds, old).await.unwrap();
+    store.insert_audit(&audit_record("audit-new", "19:new@thread.v2"), now_ms()).await.unwrap();
+    // Keys: an old finished one, an old one of an open case, a new one.
+    store.claim_key("conv|old", old).await.unwrap();
+    let open_case = match store.create_case(&new_case(60_000), Some("alert|19:abc@thread.v2|victim@contoso.com"), old).await.unwrap() {
+        Created::New(case) => case.id,
+        other => panic!("{other:?}"),
+    };
+    store.claim_key("conv|new", now_ms()).await.unwrap();
+    // Refusals: an old one and a new one; a case event that is old (history is kept).
+    store.record_event(None, Some(&actor("eve")), "refused", Some("not_admin"), old).await.unwrap();
+    store.record_event(None, Some(&actor("eve")), "refused", Some("not_admin"), now_ms()).await.unwrap();
+
+    let (first, _) = store.prune_batch(cutoff, 0, 2).await.unwrap();
+    assert_eq!(first.audit_records, 1, "the first two records are audit-1 (evidence, kept) and audit-2: {first:?}");
+    let total = store.prune_before(cutoff, 2).await.unwrap();
+    assert_eq!(total.audit_records, 3);
+    assert_eq!(store.audit_count().await.unwrap(), 2, "audit-1 (evidence) and audit-new remain");
+    assert!(store.audit_for_chat("19:old2@thread.v2").await.unwrap().is_empty());
+    assert_eq!(store.audit_for_chat("19:old1@thread.v2").await.unwrap().len(), 1);
+    assert_eq!(store.audit_for_chat("19:new@thread.v2").await.unwrap().len(), 1);
+    // No lookup row of a pruned record is left: the user is found in the two kept records only.
+    assert_eq!(store.audit_for_user("victim@contoso.com").await.unwrap().len(), 2);
+    assert_eq!(store.lookup_row_count().await.unwrap(), 2 * 3, "chat, UPN and object id of each kept record");
+    assert_eq!(total.dedupe_keys + first.dedupe_keys, 1, "only the old key of no open case");
+    assert!(!store.claim_key("conv|new", now_ms()).await.unwrap(), "a new key is kept");
+    assert!(store.claim_key("conv|old", now_ms()).await.unwrap(), "the old key was pruned");
+    assert_eq!(
+        store.open_alert_case(&Pair { chat: "19:abc@thread.v2", user_ref: "victim@contoso.com", user_oid: None }).await.unwrap(),
+        Some(open_case.clone())
+    );
+    assert_eq!(first.refusals + total.refusals, 1);
+    assert_eq!(store.refusals(10).await.unwrap().len(), 1);
+    assert!(!store.events(&open_case).await.unwrap().is_empty(), "case history is not pruned");
+    assert!(store.prune_before(cutoff, 2).await.unwrap().is_empty());
 }
