@@ -156,18 +156,48 @@ impl FromRequest for VerifiedActivity {
     }
 }
 
-/// Refuses a request whose declared `Content-Length` exceeds `limit`, before reading it.
+/// Most bytes of an oversized body that are read and thrown away before the 413 is sent. A
+/// server that answers while the client is still sending and then closes makes the kernel reset
+/// the connection, and the client sees the reset instead of the 413 (nginx lingers for the same
+/// reason). Past this, or past [`DRAIN_TIME`], the 413 is sent anyway.
+pub const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+/// Longest time spent draining one oversized body.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses at once a request whose declared `Content-Length` is beyond even [`DRAIN_LIMIT`]
+/// (smaller oversized bodies are drained by [`read_body`], so that the 413 arrives).
 pub fn refuse_declared_oversize(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
     let declared =
         req.headers().get(actix_web::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if declared.is_some_and(|len| len > limit.max(DRAIN_LIMIT)) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
     Ok(())
 }
 
-/// Reads a request body of at most `limit` bytes (413 beyond it). A body that arrives in one
-/// chunk (the usual case for an activity) is returned as is, without a copy.
+/// Reads and discards the rest of a body, up to [`DRAIN_LIMIT`] bytes in all and [`DRAIN_TIME`].
+async fn drain<S>(payload: &mut S, mut length: usize)
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let drained = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = payload.next().await {
+            length += chunk.len();
+            if length > DRAIN_LIMIT {
+                return;
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!("gave up draining an oversized body");
+    }
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond it, once the rest was drained). A
+/// body that arrives in one chunk (the usual case for an activity) is returned as is, without a
+/// copy.
 pub async fn read_body<S>(payload: &mut S, limit: usize) -> Result<web::Bytes, ApiError>
 where
     S: futures_util::Stream<Item = Result<web::Bytes, PayloadError>> + Unpin,
@@ -183,6 +213,7 @@ where
         })?;
         length += chunk.len();
         if length > limit {
+            drain(payload, length).await;
             return Err(ApiError::PayloadTooLarge(limit));
         }
         match first.take() {

@@ -351,6 +351,37 @@ async fn a_body_over_the_limit_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn a_large_body_is_answered_413_every_time_and_never_with_a_reset() {
+    const SECRET: &str = "alert-secret-for-tests-0123456789";
+    let app = spawn_app_with(Fakes::default(), |c| c.alert_secret = Some(secrecy::SecretString::from(SECRET.to_owned()))).await;
+    let url = app.service_url();
+    let big = vec![b' '; 3 * 1024 * 1024];
+    for round in 0..25 {
+        // A fresh client per round: each request on a new connection, as an attacker's would be.
+        let client = reqwest::Client::new();
+        let messages = client
+            .post(format!("{}/api/messages", app.address))
+            .header("content-type", "application/json")
+            .bearer_auth(valid_token(&url))
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: /api/messages answered with a transport error instead of 413: {e}"));
+        assert_eq!(messages.status(), 413, "round {round}");
+        let alerts = client
+            .post(format!("{}/api/alerts", app.address))
+            .header("content-type", "application/json")
+            .header("x-chatwarden-signature-256", chatwarden::audit::signature::sign(SECRET.as_bytes(), &big))
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: /api/alerts answered with a transport error instead of 413: {e}"));
+        assert_eq!(alerts.status(), 413, "round {round}");
+    }
+    app.assert_no_outbound().await;
+}
+
+#[tokio::test]
 async fn a_chunked_body_over_the_limit_is_refused_with_413() {
     let app = spawn_app_with(Fakes::default(), |c| c.max_body_bytes = 2048).await;
     let url = app.service_url();
