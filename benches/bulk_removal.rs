@@ -10,11 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatwarden::actions::GraphExecutor;
 use chatwarden::botframework::bot_token::BotTokenProvider;
 use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
 use chatwarden::config::RetryPolicy;
-use chatwarden::execution::CaseExecutor;
+use chatwarden::execution::{CaseExecutor, GraphExecutor};
 use chatwarden::graph::GraphClient;
 use chatwarden::metrics::Metrics;
 use chatwarden::tokens::{DelegatedTokens, TokenSource};

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::approvals::{ActionPath, ActionReply, CardAction, Desk, SignInProof};
 use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::inbound::VerifiedActivity;
 use crate::commands::{self, ParseError};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
+use crate::workflow::{ActionPath, ActionReply, CardAction, Desk, SignInProof};
 
 /// The HTTP answer to an activity.
 #[derive(Debug, Clone, PartialEq)]

@@ -463,26 +463,11 @@ mod tests {
     }
 
     #[test]
-    fn the_state_machine_only_moves_forward() {
+    fn final_states_allow_no_transition() {
         use CaseState::*;
         let all = [Proposed, Approved, Executing, Done, Failed, Rejected, Expired];
-        let allowed: Vec<(CaseState, CaseState)> =
-            all.iter().flat_map(|a| all.iter().map(move |b| (*a, *b))).filter(|(a, b)| a.can_become(*b)).collect();
-        assert_eq!(
-            allowed,
-            [
-                (Proposed, Approved),
-                (Proposed, Rejected),
-                (Proposed, Expired),
-                (Approved, Executing),
-                (Executing, Done),
-                (Executing, Failed)
-            ]
-        );
-        for s in all {
-            if s.is_final() {
-                assert!(all.iter().all(|n| !s.can_become(*n)));
-            }
+        for s in all.into_iter().filter(|s| s.is_final()) {
+            assert!(all.iter().all(|n| !s.can_become(*n)), "{s} can still move");
         }
     }
 
@@ -523,7 +508,13 @@ mod tests {
                             current.state = next;
                             applied += 1;
                         }
-                        Err(_) => prop_assert_eq!(current.state, before),
+                        // A refusal only ever comes from a rule.
+                        Err(_) => prop_assert!(
+                            before != CaseState::Proposed
+                                || who == "mallory"
+                                || at >= current.expires_at
+                                || (second && approve && who == "alice")
+                        ),
                     }
                 }
                 prop_assert!(applied <= 1);

@@ -3,9 +3,7 @@
 //!
 //! See ARCHITECTURE.md for the module map and the invariants.
 
-pub mod actions;
 pub mod alerts;
-pub mod approvals;
 pub mod audit;
 pub mod bot;
 pub mod botframework;
@@ -16,15 +14,14 @@ pub mod commands;
 pub mod config;
 pub mod execution;
 pub mod graph;
-pub mod http_error;
+pub mod http;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;
-pub mod request_span;
-pub mod server;
 pub mod standins;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod workflow;

@@ -11,7 +11,6 @@ use std::collections::HashSet;
 
 use secrecy::ExposeSecret as _;
 
-use crate::approvals::{CardUpdater, Desk, DeskServices, DeskSettings, Scope};
 use crate::bot::Bot;
 use crate::botframework::auth::ChannelAuthenticator;
 use crate::botframework::bot_token::{BotTokenProvider, entra_token_url};
@@ -21,21 +20,20 @@ use crate::botframework::keys::KeyStore;
 use crate::botframework::service_url::HostAllowlist;
 use crate::cases::Policy;
 use crate::config::{Config, Mode};
+use crate::workflow::{Desk, DeskServices, DeskSettings, Scope};
 use std::time::Duration;
 
 use url::Url;
 
-use crate::actions::GraphExecutor;
 use crate::alerts::{AlertDesk, AlertSettings, ChannelEndpoint};
 use crate::audit::poller::{ManagementPoller, PollSettings};
 use crate::config::{RetryPolicy, TokenMode};
-use crate::execution::{CaseExecutor, CaseRunner};
+use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor};
 use crate::graph::GraphClient;
+use crate::http::{AlertIntake, AppState, build_app};
 use crate::metrics::Metrics;
 use crate::outbound::ClientSetupError;
 use crate::ratelimit::RateLimiter;
-use crate::server::AlertIntake;
-use crate::server::{AppState, build_app};
 use crate::standins::StandIns;
 use crate::store::Store;
 use crate::tokens::{DelegatedTokens, TokenSource};

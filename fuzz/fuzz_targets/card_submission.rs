@@ -1,7 +1,7 @@
 //! Card button data (Action.Submit), `adaptiveCard/action` invoke values and sign-in proofs.
 #![no_main]
 
-use chatwarden::approvals::{CardAction, SignInProof};
+use chatwarden::workflow::{CardAction, SignInProof};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

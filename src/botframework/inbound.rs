@@ -17,7 +17,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use super::activity::Activity;
 use super::auth::{AuthRejection, ChannelAuthenticator, VerifiedToken};
 use super::service_url::{AllowedServiceUrl, HostAllowlist};
-use crate::http_error::ApiError;
+use crate::http::ApiError;
 use crate::metrics::Metrics;
 
 /// How inbound requests are authenticated.
@@ -92,7 +92,7 @@ impl InboundGate {
     }
 
     /// Checks the request's token (nothing else is looked at before this passes).
-    pub async fn authenticate(&self, req: &HttpRequest) -> Result<Option<VerifiedToken>, ApiError> {
+    async fn authenticate(&self, req: &HttpRequest) -> Result<Option<VerifiedToken>, ApiError> {
         match &self.auth {
             InboundAuth::Channel(auth) => Ok(Some(auth.verify(req.headers()).await.map_err(|r| self.reject(r))?)),
             InboundAuth::Disabled => Ok(None),
@@ -100,7 +100,7 @@ impl InboundGate {
     }
 
     /// Parses the body of an authenticated request and binds the token to the activity.
-    pub fn admit(&self, req: &HttpRequest, token: Option<VerifiedToken>, body: &[u8]) -> Result<VerifiedActivity, ApiError> {
+    fn admit(&self, req: &HttpRequest, token: Option<VerifiedToken>, body: &[u8]) -> Result<VerifiedActivity, ApiError> {
         if !is_json(req) {
             return Err(ApiError::UnsupportedMediaType);
         }

@@ -3,12 +3,21 @@
 //! migrations folder (`migrations/sqlite`, `migrations/postgres`) because DDL differs slightly.
 //! Times are stored as Unix milliseconds (BIGINT) so no query depends on a backend's time type.
 
-mod audit;
+mod audit_index;
 mod cases;
+mod decisions;
+mod dedupe;
+mod events;
+mod leases;
 mod pairs;
+mod poll_state;
 mod retention;
+mod settings;
+mod sign_ins;
+mod sql;
 
-pub use cases::{Created, DecisionOutcome};
+pub use cases::Created;
+pub use decisions::DecisionOutcome;
 pub use pairs::Pair;
 pub use retention::Pruned;
 

@@ -95,7 +95,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        super::cases::insert_event(&mut tx, Some(case_id), None::<&Actor>, "evidence_added", Some(detail), now).await?;
+        super::events::insert_event(&mut tx, Some(case_id), None::<&Actor>, "evidence_added", Some(detail), now).await?;
         tx.commit().await?;
         Ok(true)
     }

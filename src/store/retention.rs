@@ -97,7 +97,7 @@ impl Store {
         }
         let parsed: Vec<(AuditRecord, i64)> =
             doomed.iter().filter_map(|(seq, raw)| AuditRecord::from_json(raw).ok().map(|record| (record, *seq))).collect();
-        let lookups = super::audit::lookup_rows(parsed.iter().map(|(record, seq)| (record, *seq)));
+        let lookups = super::audit_index::lookup_rows(parsed.iter().map(|(record, seq)| (record, *seq)));
         let mut tx = self.pool.begin().await?;
         for (bucket, key_hash, seq) in lookups {
             sqlx::query("DELETE FROM audit_lookup WHERE bucket = $1 AND key_hash = $2 AND record_seq = $3")

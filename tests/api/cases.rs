@@ -216,7 +216,7 @@ async fn a_stranger_pressing_approve_changes_nothing_and_learns_nothing() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
-        json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": chatwarden::approvals::REFUSAL_TEXT})
+        json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": chatwarden::workflow::REFUSAL_TEXT})
     );
     // A forged case id gets the very same answer.
     let response = app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-2", stranger, "CW-NOPE0", "approve")).await;
@@ -263,7 +263,7 @@ async fn commands_from_strangers_or_outside_the_security_channel_are_refused_pol
     }
     let texts: Vec<String> = replies(&app).await.iter().map(|r| r["text"].as_str().unwrap_or_default().to_owned()).collect();
     assert_eq!(texts.len(), 4);
-    assert!(texts.iter().all(|t| t == chatwarden::approvals::REFUSAL_TEXT), "{texts:?}");
+    assert!(texts.iter().all(|t| t == chatwarden::workflow::REFUSAL_TEXT), "{texts:?}");
     let store = Store::connect(&app.database_url).await.unwrap();
     let reasons: Vec<String> = store.refusals(10).await.unwrap().into_iter().rev().map(|e| e.detail.unwrap()).collect();
     assert_eq!(reasons, ["not_admin", "outside_security_channel", "outside_security_channel", "wrong_tenant"]);

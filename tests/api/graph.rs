@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatwarden::actions::GraphExecutor;
 use chatwarden::botframework::bot_token::BotTokenProvider;
 use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
 use chatwarden::config::RetryPolicy;
-use chatwarden::execution::CaseExecutor;
+use chatwarden::execution::{CaseExecutor, GraphExecutor};
 use chatwarden::graph::{BatchItem, GraphClient};
 use chatwarden::metrics::Metrics;
 use chatwarden::tokens::{DelegatedTokens, TokenError, TokenSource};

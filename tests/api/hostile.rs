@@ -100,7 +100,7 @@ async fn a_stranger_flooding_the_bot_is_refused_a_few_times_then_recorded_once_a
         crate::cases::from(&mut text, stranger, "Stranger");
         assert_eq!(app.post_activity(Some(&valid_token(&url)), &text).await.status(), 200);
     }
-    let answered = replies(&app).await.iter().filter(|r| r["text"].as_str() == Some(chatwarden::approvals::REFUSAL_TEXT)).count();
+    let answered = replies(&app).await.iter().filter(|r| r["text"].as_str() == Some(chatwarden::workflow::REFUSAL_TEXT)).count();
     assert_eq!(answered, 2, "only the refusals within the limit are answered");
     let store = Store::connect(&app.database_url).await.unwrap();
     let recorded = store.refusals(100).await.unwrap();

@@ -68,6 +68,7 @@ on_both!(
     history_is_newest_first_and_events_tell_the_story,
     an_alert_key_lives_only_while_its_case_is_open,
     retention_prunes_old_rows_in_batches_and_keeps_what_cases_need,
+    every_state_change_the_store_makes_is_one_the_state_machine_allows,
 );
 
 async fn a_case_is_opened_once_per_activity(store: Store) {
@@ -333,4 +334,64 @@ async fn retention_prunes_old_rows_in_batches_and_keeps_what_cases_need(store: S
     assert_eq!(store.refusals(10).await.unwrap().len(), 1);
     assert!(!store.events(&open_case).await.unwrap().is_empty(), "case history is not pruned");
     assert!(store.prune_before(cutoff, 2).await.unwrap().is_empty());
+}
+
+/// The store's transitions, path by path, checked against `CaseState::can_become`; and the
+/// changes the state machine forbids, refused by the store.
+async fn every_state_change_the_store_makes_is_one_the_state_machine_allows(store: Store) {
+    let state = |id: String| {
+        let store = store.clone();
+        async move { store.case(&id).await.unwrap().unwrap().state }
+    };
+    let mut changes = Vec::new();
+    // proposed -> approved -> executing -> done
+    let done = open(&store, "conv|a").await;
+    let mut before = state(done.clone()).await;
+    store.decide(&done, &actor("bob"), Decision::Approve, None, &policy(), now_ms()).await.unwrap();
+    changes.push((before, state(done.clone()).await));
+    before = state(done.clone()).await;
+    store.claim_for_execution(&done, "runner", 60_000, now_ms()).await.unwrap().unwrap();
+    changes.push((before, state(done.clone()).await));
+    before = state(done.clone()).await;
+    assert!(store.finish(&done, "runner", CaseState::Done, now_ms()).await.unwrap());
+    changes.push((before, state(done.clone()).await));
+    // proposed -> rejected; proposed -> expired; executing -> failed
+    let rejected = open(&store, "conv|b").await;
+    store.decide(&rejected, &actor("bob"), Decision::Reject, None, &policy(), now_ms()).await.unwrap();
+    changes.push((CaseState::Proposed, state(rejected.clone()).await));
+    let expired = match store.create_case(&new_case(-1), Some("conv|c"), now_ms()).await.unwrap() {
+        Created::New(case) => case.id,
+        other => panic!("{other:?}"),
+    };
+    store.expire_due(now_ms()).await.unwrap();
+    changes.push((CaseState::Proposed, state(expired.clone()).await));
+    let failed = open(&store, "conv|d").await;
+    store.decide(&failed, &actor("bob"), Decision::Approve, None, &policy(), now_ms()).await.unwrap();
+    store.claim_for_execution(&failed, "runner", 60_000, now_ms()).await.unwrap().unwrap();
+    assert!(store.finish(&failed, "runner", CaseState::Failed, now_ms()).await.unwrap());
+    changes.push((CaseState::Executing, state(failed.clone()).await));
+    for (from, to) in &changes {
+        assert!(from.can_become(*to), "the store moved a case {from} -> {to}");
+    }
+    assert_eq!(changes.len(), 6);
+
+    // Forbidden moves are refused and change nothing.
+    let proposed = open(&store, "conv|e").await;
+    assert!(store.claim_for_execution(&proposed, "runner", 60_000, now_ms()).await.unwrap().is_none(), "proposed -> executing");
+    store.decide(&proposed, &actor("bob"), Decision::Approve, None, &policy(), now_ms()).await.unwrap();
+    assert!(!store.finish(&proposed, "runner", CaseState::Done, now_ms()).await.unwrap(), "approved -> done");
+    assert!(
+        matches!(
+            store.decide(&done, &actor("carol"), Decision::Reject, None, &policy(), now_ms()).await.unwrap(),
+            DecisionOutcome::Refused(Refusal::AlreadyDecided(CaseState::Done), _)
+        ),
+        "done -> rejected"
+    );
+    assert!(store.claim_for_execution(&rejected, "runner", 60_000, now_ms()).await.unwrap().is_none(), "rejected -> executing");
+    assert!(store.claim_for_execution(&expired, "runner", 60_000, now_ms()).await.unwrap().is_none(), "expired -> executing");
+    for (id, expected) in
+        [(&proposed, CaseState::Approved), (&done, CaseState::Done), (&rejected, CaseState::Rejected), (&expired, CaseState::Expired)]
+    {
+        assert_eq!(state(id.clone()).await, expected);
+    }
 }

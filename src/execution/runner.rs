@@ -1,10 +1,5 @@
-//! Running approved cases, exactly once across retries, restarts and replicas.
-//!
-//! A runner claims a case in the database (`approved -> executing` with a lease), hands its
-//! pending targets to the [`CaseExecutor`] (the Graph calls), records each outcome, and finishes
-//! the case (`done | failed`). A replica that dies mid-run leaves a lapsed lease; the sweeper of
-//! any replica (and every start-up) picks such cases up again. Graph removal is idempotent, so
-//! resuming a half-run case is safe.
+//! The case runner: claims approved cases with a lease, runs the executor, records outcomes,
+//! and sweeps expired proposals and abandoned runs.
 
 use std::sync::Arc;
 use std::time::Duration;

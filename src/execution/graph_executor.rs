@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+use super::{CaseExecutor, TargetResult};
 use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
-use crate::execution::{CaseExecutor, TargetResult};
 use crate::graph::{BatchItem, BatchOutcome, GraphClient, GraphFailure, MAX_BATCH, remove_access_body, remove_access_path, revoke_path};
 use crate::tokens::DelegatedTokens;
 

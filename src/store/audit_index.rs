@@ -1,9 +1,9 @@
 //! The audit index: records stored once (by `Id`), queryable by chat, by user (object id or UPN,
-//! case-insensitive) and by external tenant or domain; the poller's checkpoint and contents; and
-//! small settings learned at run time.
+//! case-insensitive) and by external tenant or domain.
 
 use sqlx::{Any, Row as _};
 
+use super::sql::{insert_or_skip, on_conflict_skip, placeholders};
 use super::{Backend, Store, StoreError};
 use crate::audit::record::{AuditParseError, AuditRecord};
 
@@ -24,54 +24,6 @@ const BUCKET_BITS: u32 = 16;
 const REINDEX_BATCH: i64 = 2_000;
 /// The setting that asks for the lookup index to be rebuilt from the stored records.
 const REINDEX_SETTING: &str = "audit_reindex";
-
-/// The value list of a multi-row insert of `rows` rows of `columns` values: `(?, ?), (?, ?), ...`
-/// on SQLite, `($1, $2), ($3, $4), ...` on PostgreSQL (which has no `?`). SQLite needs the
-/// anonymous form: binding a numbered parameter looks its name up in a list, which makes a
-/// statement with thousands of `$N` parameters quadratic to bind.
-fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&(row * columns + column + 1).to_string());
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// The start of an insert whose rows are skipped when they already exist. On SQLite this is
-/// `INSERT OR IGNORE`, which can never abort half way, so SQLite keeps no statement journal for
-/// it (with `ON CONFLICT DO NOTHING` a NOT NULL violation could still abort the statement, and
-/// every page it touches is first copied to that journal); PostgreSQL says it at the end instead.
-fn insert_or_skip(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "INSERT OR IGNORE INTO",
-        Backend::Postgres => "INSERT INTO",
-    }
-}
-
-/// The end of an insert started by [`insert_or_skip`]: nothing on SQLite, `ON CONFLICT target DO
-/// NOTHING` on PostgreSQL.
-fn on_conflict_skip(backend: Backend, target: &str) -> String {
-    match backend {
-        Backend::Sqlite => String::new(),
-        Backend::Postgres => format!("ON CONFLICT {target} DO NOTHING"),
-    }
-}
 
 /// What a lookup key names, and its prefix in the key's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,84 +318,6 @@ impl Store {
     pub async fn lookup_row_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_lookup").fetch_one(&self.pool).await?)
     }
-
-    /// The end of the last fully processed window of a poll source.
-    pub async fn checkpoint(&self, source: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT window_end FROM poll_checkpoints WHERE source = $1").bind(source).fetch_optional(&self.pool).await?)
-    }
-
-    /// Records that a window up to `window_end` was fully processed.
-    pub async fn set_checkpoint(&self, source: &str, window_end: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO poll_checkpoints (source, window_end, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (source) DO UPDATE SET window_end = excluded.window_end, updated_at = excluded.updated_at",
-        )
-        .bind(source)
-        .bind(window_end)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Whether a content blob was already fetched and ingested.
-    pub async fn content_seen(&self, content_id: &str) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar::<_, String>("SELECT content_id FROM poll_contents WHERE content_id = $1")
-            .bind(content_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
-    }
-
-    /// Marks a content blob as ingested.
-    pub async fn mark_content(&self, content_id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO poll_contents (content_id, fetched_at) VALUES ($1, $2) ON CONFLICT (content_id) DO NOTHING")
-            .bind(content_id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// A setting learned at run time.
-    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?)
-    }
-
-    /// Stores a setting learned at run time.
-    pub async fn set_setting(&self, key: &str, value: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Runs `work` only if this process holds the poll lock: a PostgreSQL advisory lock (so one
-    /// replica polls), or nothing to take on SQLite (one instance). Returns `None` when another
-    /// replica holds it.
-    pub async fn with_poll_lock<T, F>(&self, work: F) -> Result<Option<T>, StoreError>
-    where
-        F: std::future::Future<Output = T>,
-    {
-        const POLL_LOCK: i64 = 0x6368_6174_7761_7264; // "chatward"
-        if self.backend() != super::Backend::Postgres {
-            return Ok(Some(work.await));
-        }
-        let mut conn = self.pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(POLL_LOCK).fetch_one(&mut *conn).await?;
-        if !locked {
-            return Ok(None);
-        }
-        let result = work.await;
-        let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)").bind(POLL_LOCK).fetch_one(&mut *conn).await?;
-        Ok(Some(result))
-    }
 }
 
 #[cfg(test)]
@@ -491,11 +365,5 @@ mod tests {
     #[test]
     fn buckets_hold_65536_records_each() {
         assert_eq!((bucket_of(1), bucket_of(65_535), bucket_of(65_536), bucket_of(200_000)), (0, 0, 1, 3));
-    }
-
-    #[test]
-    fn placeholders_are_anonymous_on_sqlite_and_numbered_on_postgres() {
-        assert_eq!(placeholders(Backend::Sqlite, 2, 3), "(?, ?, ?), (?, ?, ?)");
-        assert_eq!(placeholders(Backend::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 }

@@ -1,0 +1,62 @@
+//! The card updater: replaces a case's card for everyone as the case moves, and reports final
+//! outcomes in the card's thread.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::botframework::activity::OutgoingActivity;
+use crate::botframework::connector::ConnectorClient;
+use crate::botframework::service_url::HostAllowlist;
+use crate::cards;
+use crate::cases::{Case, CaseState};
+
+use super::CaseObserver;
+
+/// Updates a case's card for everyone and reports final outcomes in its thread.
+pub struct CardUpdater {
+    connector: Arc<ConnectorClient>,
+    allowlist: HostAllowlist,
+}
+
+impl CardUpdater {
+    /// An updater that only writes to service URLs on `allowlist`.
+    pub fn new(connector: Arc<ConnectorClient>, allowlist: HostAllowlist) -> Self {
+        Self { connector, allowlist }
+    }
+}
+
+fn outcome_text(case: &Case) -> Option<String> {
+    let done = case.targets.iter().filter(|t| t.status == crate::cases::TargetStatus::Done).count();
+    let total = case.targets.len();
+    match case.state {
+        CaseState::Done => Some(format!("Case {} is done: {done} of {total} target(s) completed.", case.id)),
+        CaseState::Failed => {
+            Some(format!("Case {} finished with failures: {done} of {total} target(s) completed. See `/status {}`.", case.id, case.id))
+        }
+        CaseState::Rejected => Some(format!("Case {} was rejected. Nothing was changed.", case.id)),
+        CaseState::Expired => Some(format!("Case {} expired without a decision. Nothing was changed.", case.id)),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl CaseObserver for CardUpdater {
+    async fn case_changed(&self, case: &Case) {
+        let Some(card) = &case.card else { return };
+        let Ok(service_url) = self.allowlist.check(&card.service_url) else {
+            tracing::error!(case.id = %case.id, "stored service URL is no longer on the allowlist; card not updated");
+            return;
+        };
+        let update = OutgoingActivity::card_update(&card.activity_id, &card.conversation_id, cards::case_card(case));
+        if let Err(err) = self.connector.update_activity(&service_url, &card.conversation_id, &card.activity_id, &update).await {
+            tracing::error!(case.id = %case.id, error = %err, "could not update the case card");
+        }
+        if let Some(text) = outcome_text(case) {
+            let message = OutgoingActivity::message(&card.conversation_id, text);
+            if let Err(err) = self.connector.send_to_conversation(&service_url, &card.conversation_id, &message).await {
+                tracing::error!(case.id = %case.id, error = %err, "could not post the case outcome");
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Running approved cases, exactly once across retries, restarts and replicas.
+//!
+//! A runner claims a case in the database (`approved -> executing` with a lease), hands its
+//! pending targets to the [`CaseExecutor`] (the Graph calls), records each outcome, and finishes
+//! the case (`done | failed`). A replica that dies mid-run leaves a lapsed lease; the sweeper of
+//! any replica (and every start-up) picks such cases up again. Graph removal is idempotent, so
+//! resuming a half-run case is safe.
+//!
+//! [`runner`] holds the claim-run-finish loop, [`graph_executor`] the Graph calls, and
+//! [`card_updater`] what the cards show as a case moves.
+
+mod card_updater;
+mod graph_executor;
+mod runner;
+
+pub use card_updater::CardUpdater;
+pub use graph_executor::{GraphExecutor, TENANT_WRITES_PER_SECOND, explain};
+pub use runner::{CaseExecutor, CaseObserver, CaseRunner, TargetResult, UnavailableExecutor};

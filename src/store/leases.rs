@@ -1,0 +1,110 @@
+//! Execution of approved cases under a lease: claiming a case (or one whose lease ran out),
+//! renewing the lease, recording each target's outcome, finishing, and the cases waiting to be
+//! claimed.
+
+use super::events::insert_event;
+use super::pairs::release_alert_key;
+use super::{Store, StoreError};
+use crate::cases::{Case, CaseState, TargetStatus};
+
+impl Store {
+    /// Claims a case for execution: `approved -> executing`, or an `executing` case whose lease
+    /// ran out (its replica died). Returns the case when this caller won the claim.
+    pub async fn claim_for_execution(&self, case_id: &str, owner: &str, lease_ms: i64, now: i64) -> Result<Option<Case>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE cases SET state = 'executing', lease_owner = $1, lease_until = $2, updated_at = $3, version = version + 1 \
+             WHERE id = $4 AND (state = 'approved' OR (state = 'executing' AND (lease_until IS NULL OR lease_until < $3)))",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(case_id)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        insert_event(&mut tx, Some(case_id), None, "executing", None, now).await?;
+        tx.commit().await?;
+        self.case(case_id).await
+    }
+
+    /// Extends the execution lease of a case this owner holds.
+    pub async fn renew_lease(&self, case_id: &str, owner: &str, lease_until: i64) -> Result<bool, StoreError> {
+        let renewed = sqlx::query("UPDATE cases SET lease_until = $1 WHERE id = $2 AND state = 'executing' AND lease_owner = $3")
+            .bind(lease_until)
+            .bind(case_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Records one target's outcome (and the object id it resolved to).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_target(
+        &self,
+        case_id: &str,
+        position: i64,
+        status: TargetStatus,
+        graph_status: Option<i64>,
+        detail: &str,
+        user_oid: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE case_targets SET status = $1, graph_status = $2, detail = $3, user_oid = COALESCE($4, user_oid), updated_at = $5 \
+             WHERE case_id = $6 AND position = $7",
+        )
+        .bind(status.as_str())
+        .bind(graph_status)
+        .bind(detail)
+        .bind(user_oid)
+        .bind(now)
+        .bind(case_id)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        let event = format!("target {position}: {detail}");
+        insert_event(&mut tx, Some(case_id), None, &format!("target_{}", status.as_str()), Some(&event), now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends an execution this owner holds: `executing -> done | failed`.
+    pub async fn finish(&self, case_id: &str, owner: &str, state: CaseState, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let finished = sqlx::query(
+            "UPDATE cases SET state = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2, version = version + 1 \
+             WHERE id = $3 AND state = 'executing' AND lease_owner = $4",
+        )
+        .bind(state.as_str())
+        .bind(now)
+        .bind(case_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if finished.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        release_alert_key(&mut tx, case_id).await?;
+        insert_event(&mut tx, Some(case_id), None, state.as_str(), None, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Cases waiting to be executed: approved, or executing with a lapsed lease.
+    pub async fn claimable(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM cases WHERE state = 'approved' OR (state = 'executing' AND (lease_until IS NULL OR lease_until < $1)) \
+             ORDER BY created_at LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,120 @@
+//! The approval workflow, the Teams side of cases: who may ask ([`authorise`]), commands that
+//! open cases and post approval cards ([`commands`]), card actions that become decisions
+//! ([`card_actions`]) and the sign-ins an approval may need first ([`sign_in`]).
+
+mod authorise;
+mod card_actions;
+mod commands;
+mod sign_in;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::alerts::ChannelEndpoint;
+use crate::botframework::activity::OutgoingActivity;
+use crate::botframework::connector::ConnectorClient;
+use crate::botframework::inbound::VerifiedActivity;
+use crate::cases::Policy;
+use crate::execution::{CardUpdater, CaseRunner};
+use crate::graph::GraphClient;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+use crate::tokens::DelegatedTokens;
+
+pub use authorise::{Denied, REFUSAL_TEXT, Scope, activity_key};
+pub use card_actions::{ActionPath, ActionReply, CardAction, CardIntent};
+pub use commands::external_pairs;
+pub use sign_in::{SignInProof, SignInReply};
+
+/// Settings of the desk.
+#[derive(Debug, Clone)]
+pub struct DeskSettings {
+    /// Where requests are accepted.
+    pub scope: Scope,
+    /// Who may decide.
+    pub policy: Policy,
+    /// How long a proposal waits for a decision.
+    pub case_ttl: Duration,
+    /// The bot's app id (for sign-in state); `None` in local mode.
+    pub app_id: Option<String>,
+    /// Most users one session-revocation case may cover.
+    pub revoke_ceiling: usize,
+    /// Refusals answered per sender per minute (0 = no limit).
+    pub refusals_per_minute: u32,
+}
+
+/// Turns commands and card actions into cases and decisions.
+pub struct Desk {
+    store: Store,
+    connector: Arc<ConnectorClient>,
+    runner: Arc<CaseRunner>,
+    updater: Arc<CardUpdater>,
+    tokens: Arc<DelegatedTokens>,
+    graph: Arc<GraphClient>,
+    endpoint: Arc<ChannelEndpoint>,
+    settings: DeskSettings,
+    metrics: Arc<Metrics>,
+    refusals: RateLimiter,
+    /// Senders over the refusal limit whose suppression was already recorded, for a minute.
+    quiet_senders: moka::sync::Cache<String, ()>,
+}
+
+/// The services a desk works with.
+pub struct DeskServices {
+    /// The database.
+    pub store: Store,
+    /// The Bot Connector.
+    pub connector: Arc<ConnectorClient>,
+    /// Runs approved cases.
+    pub runner: Arc<CaseRunner>,
+    /// Updates case cards.
+    pub updater: Arc<CardUpdater>,
+    /// Admins' delegated tokens.
+    pub tokens: Arc<DelegatedTokens>,
+    /// Graph (user and group lookups).
+    pub graph: Arc<GraphClient>,
+    /// The security channel's endpoint.
+    pub endpoint: Arc<ChannelEndpoint>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Desk {
+    /// A desk over the given services.
+    pub fn new(services: DeskServices, settings: DeskSettings) -> Self {
+        let DeskServices { store, connector, runner, updater, tokens, graph, endpoint, metrics } = services;
+        let refusals = RateLimiter::new(settings.refusals_per_minute);
+        let quiet_senders = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
+        Self { store, connector, runner, updater, tokens, graph, endpoint, settings, metrics, refusals, quiet_senders }
+    }
+
+    /// Replies with text in the activity's thread.
+    pub async fn reply_text(&self, incoming: &VerifiedActivity, text: String) {
+        let reply = OutgoingActivity::reply_text(incoming.activity(), text);
+        self.send_reply(incoming, reply).await;
+    }
+
+    async fn reply_card(&self, incoming: &VerifiedActivity, card: Value) {
+        let reply = OutgoingActivity::reply_card(incoming.activity(), card);
+        self.send_reply(incoming, reply).await;
+    }
+
+    /// Sends a prepared reply in the activity's thread.
+    pub async fn send(&self, incoming: &VerifiedActivity, reply: OutgoingActivity) {
+        self.send_reply(incoming, reply).await;
+    }
+
+    async fn send_reply(&self, incoming: &VerifiedActivity, reply: OutgoingActivity) {
+        let activity = incoming.activity();
+        let (Some(conversation), Some(activity_id)) = (activity.conversation.as_ref(), activity.id.as_deref()) else {
+            tracing::warn!("activity without conversation or id; no reply sent");
+            return;
+        };
+        if let Err(err) = self.connector.reply_to_activity(incoming.service_url(), &conversation.id, activity_id, &reply).await {
+            tracing::error!(error = %err, "could not send the reply");
+        }
+    }
+}

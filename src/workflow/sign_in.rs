@@ -1,0 +1,181 @@
+//! Sign-ins an approval needs first: the approver's delegated token (token service, magic code,
+//! Teams SSO), the OAuth card that asks for it, and resuming the approval that waited for it.
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::botframework::activity::{Activity, OutgoingActivity};
+use crate::botframework::inbound::VerifiedActivity;
+use crate::cases::{Actor, now_ms};
+use crate::store::StoreError;
+use crate::tokens::{SignInState, TokenError};
+
+use super::Desk;
+use super::authorise::activity_key;
+use super::card_actions::ActionReply;
+
+/// Proof of sign-in that Teams attaches when it re-sends an action after a login request.
+#[derive(Debug, Clone, Default)]
+pub enum SignInProof {
+    /// Nothing attached.
+    #[default]
+    None,
+    /// A Teams SSO token (`value.authentication.token`, or a `signin/tokenExchange` invoke).
+    SsoToken(SecretString),
+    /// A sign-in magic code (`value.state`, or a `signin/verifyState` invoke).
+    MagicCode(String),
+}
+
+impl SignInProof {
+    /// Reads the proof from an invoke `value`.
+    pub fn from_value(value: &Value) -> Self {
+        let sso = value.get("authentication").and_then(|a| a.get("token")).or_else(|| value.get("token")).and_then(Value::as_str);
+        if let Some(token) = sso.filter(|t| !t.is_empty()) {
+            return Self::SsoToken(SecretString::from(token.to_owned()));
+        }
+        match value.get("state").and_then(Value::as_str) {
+            Some(code) if !code.is_empty() && code.len() <= 64 => Self::MagicCode(code.to_owned()),
+            _ => Self::None,
+        }
+    }
+}
+
+/// The answer to a `signin/verifyState` or `signin/tokenExchange` invoke: HTTP status and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignInReply {
+    /// HTTP status (200, 404 when no token came back, 412 for a failed exchange).
+    pub status: u16,
+    /// Body.
+    pub body: Value,
+}
+
+pub(super) enum TokenCheck {
+    Ready,
+    NeedSignIn,
+    ExchangeRefused,
+    BadCode,
+    /// The token offered or obtained belongs to someone else: the approval is refused.
+    NotTheApprover,
+    Unavailable,
+}
+
+/// What an approver is told when the token is someone else's.
+pub(super) const NOT_THE_APPROVER_TEXT: &str = "The sign-in offered with this approval belongs to another account than yours, so nothing was changed. Sign in as yourself and approve again.";
+
+/// How long an approval waits for its approver to finish signing in.
+const PENDING_SIGNIN_MS: i64 = 15 * 60 * 1000;
+
+impl Desk {
+    pub(super) async fn ask_sign_in(&self, incoming: &VerifiedActivity, text: &str) {
+        let activity = incoming.activity();
+        let mut reply = OutgoingActivity::reply_text(activity, text);
+        if let Some(oauth) = self.oauth_card(activity).await {
+            reply.attachments.push(crate::botframework::activity::Attachment {
+                content_type: "application/vnd.microsoft.card.oauth".into(),
+                content: oauth,
+            });
+        }
+        self.send_reply(incoming, reply).await;
+    }
+
+    pub(super) async fn check_token(&self, actor: &Actor, proof: &SignInProof) -> TokenCheck {
+        let result = match proof {
+            SignInProof::SsoToken(token) => match self.tokens.exchange_sso(actor, token).await {
+                Ok(Some(_)) => return TokenCheck::Ready,
+                Ok(None) => return TokenCheck::ExchangeRefused,
+                Err(err) => Err(err),
+            },
+            SignInProof::MagicCode(code) => match self.tokens.redeem_code(actor, code).await {
+                Ok(Some(_)) => return TokenCheck::Ready,
+                Ok(None) => return TokenCheck::BadCode,
+                Err(err) => Err(err),
+            },
+            SignInProof::None => self.tokens.token_for(actor).await,
+        };
+        match result {
+            Ok(Some(_)) => TokenCheck::Ready,
+            Ok(None) => TokenCheck::NeedSignIn,
+            Err(TokenError::NotTheApprover) => TokenCheck::NotTheApprover,
+            Err(err) => {
+                tracing::error!(error = %err, "could not get the approver's token");
+                TokenCheck::Unavailable
+            }
+        }
+    }
+
+    /// The OAuth card asking the admin to sign in (SSO exchange resource included when offered).
+    pub(super) async fn oauth_card(&self, activity: &Activity) -> Option<Value> {
+        let state =
+            SignInState { connection: self.tokens.connection(), app_id: self.settings.app_id.as_deref().unwrap_or_default(), activity };
+        match self.tokens.sign_in_resource(&state).await {
+            Ok(resource) => {
+                let mut card = json!({
+                    "text": "Sign in so that chatwarden can act with your own permissions.",
+                    "connectionName": self.tokens.connection(),
+                    "buttons": [{"type": "signin", "title": "Sign in", "value": resource.sign_in_link}],
+                });
+                if let Some(exchange) = resource.token_exchange_resource {
+                    card["tokenExchangeResource"] = exchange;
+                }
+                Some(card)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not get a sign-in link");
+                None
+            }
+        }
+    }
+
+    /// `signin/verifyState` and `signin/tokenExchange`: completes a sign-in and resumes the
+    /// approval that was waiting for it.
+    pub async fn on_sign_in(&self, incoming: &VerifiedActivity, proof: SignInProof) -> Result<SignInReply, StoreError> {
+        let activity = incoming.activity();
+        let value = activity.value.clone().unwrap_or(Value::Null);
+        let exchange_id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let failure = |detail: &str| SignInReply {
+            status: 412,
+            body: json!({"id": exchange_id, "connectionName": self.tokens.connection(), "failureDetail": detail}),
+        };
+        let actor = match self.authorise(activity) {
+            Ok(actor) => actor,
+            Err(denied) => {
+                self.refuse(activity, denied).await;
+                return Ok(SignInReply { status: 200, body: json!({}) });
+            }
+        };
+        if let SignInProof::SsoToken(_) = proof {
+            // Several Teams clients may send the same exchange: handle it once.
+            let conversation = activity.conversation.as_ref().map(|c| c.id.as_str()).unwrap_or_default();
+            if !exchange_id.is_empty() && !self.store.claim_key(&format!("exchange|{conversation}|{exchange_id}"), now_ms()).await? {
+                return Ok(SignInReply { status: 200, body: json!({}) });
+            }
+        }
+        match self.check_token(&actor, &proof).await {
+            TokenCheck::Ready => {}
+            TokenCheck::ExchangeRefused => return Ok(failure("The token could not be exchanged; consent or sign-in is needed.")),
+            TokenCheck::BadCode | TokenCheck::NeedSignIn => return Ok(SignInReply { status: 404, body: json!({}) }),
+            TokenCheck::NotTheApprover => return Ok(failure(NOT_THE_APPROVER_TEXT)),
+            TokenCheck::Unavailable => return Ok(failure("The sign-in service could not be reached.")),
+        }
+        if let Some((case_id, decision)) = self.store.take_pending_signin(&actor.oid, PENDING_SIGNIN_MS, now_ms()).await? {
+            tracing::info!(case.id = %case_id, "sign-in completed; resuming the pending approval");
+            let reply = self.apply_decision(activity_key(activity).as_deref(), &actor, &case_id, decision).await?;
+            if let ActionReply::Message(text) = reply {
+                self.reply_text(incoming, text).await;
+            }
+        }
+        Ok(SignInReply { status: 200, body: json!({}) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_proof_is_read_from_retried_invokes() {
+        assert!(matches!(SignInProof::from_value(&json!({"authentication": {"id": "x", "token": "sso"}})), SignInProof::SsoToken(_)));
+        assert!(matches!(SignInProof::from_value(&json!({"state": "123456"})), SignInProof::MagicCode(ref c) if c == "123456"));
+        assert!(matches!(SignInProof::from_value(&json!({"action": {}})), SignInProof::None));
+    }
+}
