@@ -182,9 +182,9 @@ pub struct NewCase {
     pub tenant_id: String,
     /// Who asked (the detection rule for alerts).
     pub requester: Actor,
-    /// Why.
+    /// The requester's reason (for alerts: what the detection saw), shown on the card.
     pub reason: Option<String>,
-    /// Targets.
+    /// Whom the case acts on, in order; each becomes a `Target` with its own outcome.
     pub targets: Vec<NewTarget>,
     /// Audit record ids backing it.
     pub evidence: Vec<String>,
@@ -220,7 +220,7 @@ pub struct Case {
     pub tenant_id: String,
     /// Who asked.
     pub requester: Actor,
-    /// Why.
+    /// The requester's reason (for alerts: what the detection saw), shown on the card.
     pub reason: Option<String>,
     /// Opened without audit evidence.
     pub no_evidence: bool,

@@ -28,16 +28,16 @@ pub enum Command {
     },
     /// Revoke the sign-in sessions of a user or of every user in a group.
     RevokeSessions {
-        /// Who.
+        /// A user, or `group:<id>` for every transitive user member.
         target: RevokeTarget,
-        /// Why.
+        /// The requester's free-text reason, shown on the card and in the history.
         reason: Option<String>,
     },
     /// Remove every internal user from every chat with an external party.
     RemoveExternal {
         /// The external tenant or domain.
         party: ExternalParty,
-        /// Why.
+        /// The requester's free-text reason, shown on the card and in the history.
         reason: Option<String>,
     },
     /// Show one case.

@@ -41,7 +41,7 @@ pub struct GraphFailure {
 pub struct GraphUser {
     /// Entra object id.
     pub id: String,
-    /// UPN.
+    /// User principal name, when Graph returned one.
     #[serde(default)]
     pub user_principal_name: Option<String>,
     /// Display name.

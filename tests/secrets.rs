@@ -122,7 +122,8 @@ async fn no_token_password_or_secret_reaches_the_logs_or_a_card() {
     // Rejected inbound tokens.
     app.post_activity(Some(ATTACKER_TOKEN), &message(&url, "/help")).await;
     app.post_activity(Some(&format!("{ATTACKER_TOKEN}.{ATTACKER_TOKEN}.{ATTACKER_TOKEN}")), &message(&url, "/help")).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Whatever the app still does on its own (card updates, sweeps) has happened and logged.
+    app.wait_for_a_full_sweep().await;
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.len() > 10_000, "the flow should have logged at TRACE ({} bytes)", logs.len());

@@ -63,7 +63,7 @@ pub enum KeyFetchError {
     Invalid {
         /// `metadata` or `jwks`.
         what: &'static str,
-        /// Why.
+        /// What was wrong with it (no key material, no `jwks_uri`, ...).
         reason: String,
     },
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::cases::{Case, CaseState, TargetStatus, final_state, now_ms};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// The outcome of one target.
@@ -66,12 +67,20 @@ pub struct CaseRunner {
     observer: Arc<dyn CaseObserver>,
     owner: String,
     lease: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl CaseRunner {
     /// A runner identified as `owner` (unique per process) holding leases of `lease`.
-    pub fn new(store: Store, executor: Arc<dyn CaseExecutor>, observer: Arc<dyn CaseObserver>, owner: String, lease: Duration) -> Self {
-        Self { store, executor, observer, owner, lease }
+    pub fn new(
+        store: Store,
+        executor: Arc<dyn CaseExecutor>,
+        observer: Arc<dyn CaseObserver>,
+        owner: String,
+        lease: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { store, executor, observer, owner, lease, metrics }
     }
 
     fn lease_ms(&self) -> i64 {
@@ -143,14 +152,20 @@ impl CaseRunner {
         Ok(())
     }
 
-    /// Sweeps now (start-up recovery) and then every `every`.
+    /// Sweeps now (start-up recovery) and then every `every`; each finished sweep is counted in
+    /// `chatwarden_case_sweeps_total` (a sweeper that stopped shows as a flat counter).
     pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let runner = Arc::clone(self);
         tokio::spawn(async move {
             loop {
-                if let Err(err) = runner.sweep().await {
-                    tracing::error!(error = %err, "case sweep failed");
-                }
+                let result = match runner.sweep().await {
+                    Ok(()) => "ok",
+                    Err(err) => {
+                        tracing::error!(error = %err, "case sweep failed");
+                        "error"
+                    }
+                };
+                runner.metrics.inc("chatwarden_case_sweeps_total", &[("result", result)]);
                 tokio::time::sleep(every).await;
             }
         })

@@ -11,8 +11,8 @@ use crate::audit::record::{AuditParseError, AuditRecord};
 const LOOKUP_LIMIT: i64 = 5_000;
 
 /// Records per multi-row insert (7 parameters each: 14,000, under SQLite's 32,766 and
-/// PostgreSQL's 65,535 parameters per statement). 2,000 rather than 500: 12% faster ingestion
-/// (median of six alternating runs, BENCHMARKS.md).
+/// PostgreSQL's 65,535 parameters per statement); why 2,000 and not 500 is measured in
+/// BENCHMARKS.md (audit ingestion).
 const RECORDS_PER_STATEMENT: usize = 2_000;
 /// Lookup rows per multi-row insert (3 parameters each: 30,000).
 const KEYS_PER_STATEMENT: usize = 10_000;

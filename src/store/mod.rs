@@ -45,9 +45,9 @@ pub enum StoreError {
     /// Could not connect.
     #[error("cannot connect to the {backend:?} database: {source}")]
     Connect {
-        /// Backend.
+        /// Which database it was.
         backend: Backend,
-        /// Cause.
+        /// The driver's error (never carries the URL's password).
         source: sqlx::Error,
     },
     /// Migrations failed.

@@ -163,7 +163,7 @@ async fn another_admin_approves_and_the_case_executes_exactly_once() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["type"], "application/vnd.microsoft.card.adaptive", "{body}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_for_a_full_sweep().await;
     assert_eq!(app.executor.calls(), std::slice::from_ref(&case_id));
     let case = store.case(&case_id).await.unwrap().unwrap();
     assert_eq!(case.state, CaseState::Done);
@@ -199,9 +199,15 @@ async fn the_action_submit_fallback_decides_the_same_way() {
     let store = Store::connect(&app.database_url).await.unwrap();
     let case = store.case(&case_id).await.unwrap().unwrap();
     assert_eq!(case.state, CaseState::Rejected);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let updates = puts(&app).await;
-    assert!(updates.iter().any(|u| u["attachments"][0]["content"]["body"][0]["text"].as_str().unwrap().starts_with("Rejected")));
+    let rejected_card = |u: &Value| u["attachments"][0]["content"]["body"][0]["text"].as_str().unwrap_or_default().starts_with("Rejected");
+    for _ in 0..200 {
+        if puts(&app).await.iter().any(rejected_card) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(puts(&app).await.iter().any(rejected_card), "the card was not updated to Rejected");
+    app.wait_for_a_full_sweep().await;
     assert!(app.executor.calls().is_empty());
 }
 
@@ -303,7 +309,7 @@ async fn an_approved_case_left_behind_by_a_crash_runs_after_a_restart() {
     let app = spawn_app_with(Fakes { database_url: Some(database_url.clone()), ..Fakes::default() }, |_| {}).await;
     let store = Store::connect(&database_url).await.unwrap();
     wait_state(&store, &case.id, CaseState::Done).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_for_a_full_sweep().await;
     assert_eq!(app.executor.calls(), std::slice::from_ref(&case.id));
 }
 
@@ -334,7 +340,7 @@ async fn two_replicas_on_postgres_approving_the_same_case_execute_it_once() {
     assert_eq!(rb.status(), 200);
     let store = Store::connect(&database_url).await.unwrap();
     wait_state(&store, &case_id, CaseState::Done).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::join!(a.wait_for_a_full_sweep(), b.wait_for_a_full_sweep());
     let executions = a.executor.calls().len() + b.executor.calls().len();
     assert_eq!(executions, 1);
     let approvals = store.events(&case_id).await.unwrap().into_iter().filter(|e| e.kind == "approved").count();

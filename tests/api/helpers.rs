@@ -386,6 +386,22 @@ pub async fn launch_with(mut config: Config, servers: Servers, signed_in: bool, 
 }
 
 impl TestApp {
+    /// Waits until the case sweeper has run once from start to end after this call: whatever
+    /// the app would still do on its own (expire, resume or run a case) has then been done, so
+    /// a test can assert that nothing more happened without a fixed sleep.
+    pub async fn wait_for_a_full_sweep(&self) {
+        let sweeps = || self.metrics.get("chatwarden_case_sweeps_total", &[("result", "ok")]);
+        let start = sweeps();
+        for _ in 0..500 {
+            // The sweep running at `start` may have begun before the call: wait for the next one.
+            if sweeps() >= start + 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the case sweeper did not run within 5 s");
+    }
+
     /// The connector's base URL (allowlisted: 127.0.0.1).
     pub fn service_url(&self) -> String {
         format!("{}/", self.connector.uri())

@@ -75,7 +75,7 @@ async fn an_approval_by_a_signed_in_admin_removes_the_user_once_with_their_own_t
     wait_state(&store, &case_id, CaseState::Done).await;
     // A second press after the fact calls nothing.
     app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-2", SECOND_ADMIN_OID, &case_id, "approve")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_for_a_full_sweep().await;
 
     let requests = app.graph.received_requests().await.unwrap();
     assert_eq!(graph_calls(&requests), 1);
