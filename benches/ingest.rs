@@ -100,7 +100,7 @@ async fn main() {
     // INGEST_RECORDS=400000 shows how the rate holds as the index grows.
     let count =
         if full { std::env::var("INGEST_RECORDS").ok().and_then(|n| n.parse().ok()).filter(|n| *n > 0).unwrap_or(100_000) } else { 2_000 };
-    // Records per transaction: a whole content blob, as `AlertDesk::ingest` stores it (at most
+    // Records per transaction: a whole content blob, as `AuditIngest::ingest` stores it (at most
     // 5,000); INGEST_BATCH=500 shows a stream of small pushes.
     let batch =
         std::env::var("INGEST_BATCH").ok().and_then(|b| b.parse().ok()).filter(|b| *b > 0).unwrap_or(chatwarden::alerts::INGEST_BATCH);

@@ -108,7 +108,7 @@ pub fn detection_actor() -> Actor {
 }
 
 /// Turns audit records into alert cases and cards.
-pub struct AlertDesk {
+pub struct AuditIngest {
     store: Store,
     connector: Arc<ConnectorClient>,
     endpoint: Arc<ChannelEndpoint>,
@@ -122,8 +122,8 @@ fn finding_reason(record: &AuditRecord, finding: &Finding) -> String {
     format!("{} at {when} by {by}: chat with {}", record.operation.as_str(), finding.external.describe())
 }
 
-impl AlertDesk {
-    /// An alert desk posting through `connector` to `endpoint`.
+impl AuditIngest {
+    /// Audit ingestion posting through `connector` to `endpoint`.
     pub fn new(
         store: Store,
         connector: Arc<ConnectorClient>,

@@ -1,15 +1,16 @@
-//! What the bot does with a verified activity: route it to help, the approval desk, or nothing.
+//! What the bot does with a verified activity: route it to help, the case workflow, or nothing.
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::inbound::VerifiedActivity;
+use crate::botframework::invoke;
 use crate::commands::{self, ParseError};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::workflow::{ActionPath, ActionReply, CardAction, Desk, SignInProof};
+use crate::workflow::{ActionPath, ActionReply, CardAction, CaseWorkflow, SignInProof};
 
 /// The HTTP answer to an activity.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,19 +28,15 @@ pub enum BotResponse {
 
 /// The bot: turns activities into commands, cases and replies.
 pub struct Bot {
-    desk: Desk,
+    workflow: CaseWorkflow,
     metrics: Arc<Metrics>,
     commands: RateLimiter,
 }
 
-fn invoke_error(status: u16, code: &str, message: &str) -> Value {
-    json!({"statusCode": status, "type": "application/vnd.microsoft.error", "value": {"code": code, "message": message}})
-}
-
 impl Bot {
-    /// A bot that handles cases through `desk`, allowing each admin `commands_per_minute` commands.
-    pub fn new(desk: Desk, metrics: Arc<Metrics>, commands_per_minute: u32) -> Self {
-        Self { desk, metrics, commands: RateLimiter::new(commands_per_minute) }
+    /// A bot that handles cases through `workflow`, allowing each admin `commands_per_minute` commands.
+    pub fn new(workflow: CaseWorkflow, metrics: Arc<Metrics>, commands_per_minute: u32) -> Self {
+        Self { workflow, metrics, commands: RateLimiter::new(commands_per_minute) }
     }
 
     /// Handles one activity and returns the HTTP answer.
@@ -65,20 +62,20 @@ impl Bot {
         if text.is_empty() {
             // Action.Submit from one of our cards arrives as a message whose `value` is the data.
             if let Some(action) = activity.value.as_ref().and_then(CardAction::from_data) {
-                return match self.desk.on_card_action(incoming, action, SignInProof::None, ActionPath::Submit).await {
+                return match self.workflow.on_card_action(incoming, action, SignInProof::None, ActionPath::Submit).await {
                     Ok(reply) => {
                         match reply {
                             ActionReply::Message(text) | ActionReply::PreconditionFailed(text) => {
-                                self.desk.reply_text(incoming, text).await
+                                self.workflow.reply_text(incoming, text).await
                             }
                             ActionReply::LoginRequest(oauth) => {
                                 let mut reply =
                                     OutgoingActivity::reply_text(activity, "Please sign in: the approval completes as soon as you have.");
                                 reply.attachments.push(crate::botframework::activity::Attachment {
-                                    content_type: "application/vnd.microsoft.card.oauth".into(),
+                                    content_type: invoke::OAUTH_CARD.into(),
                                     content: oauth,
                                 });
-                                self.desk.send(incoming, reply).await;
+                                self.workflow.send(incoming, reply).await;
                             }
                             ActionReply::Card(_) | ActionReply::IncorrectAuthCode | ActionReply::Silent => {}
                         }
@@ -94,11 +91,11 @@ impl Bot {
                 return BotResponse::Ack;
             }
         }
-        let actor = match self.desk.authorise(activity) {
+        let actor = match self.workflow.authorise(activity) {
             Ok(actor) => actor,
             Err(denied) => {
-                if let Some(refusal) = self.desk.refuse(activity, denied).await {
-                    self.desk.reply_text(incoming, refusal.to_owned()).await;
+                if let Some(refusal) = self.workflow.refuse(activity, denied).await {
+                    self.workflow.reply_text(incoming, refusal.to_owned()).await;
                 }
                 return BotResponse::Ack;
             }
@@ -107,24 +104,26 @@ impl Bot {
             self.metrics.inc("chatwarden_rate_limited_total", &[("what", "command")]);
             tracing::warn!("an admin is sending commands too fast");
             let text = format!("You are sending commands too fast; nothing was done. Try again in {} s.", wait.as_secs().max(1));
-            self.desk.reply_text(incoming, text).await;
+            self.workflow.reply_text(incoming, text).await;
             return BotResponse::Ack;
         }
         match commands::parse(&text) {
-            Ok(command) => match self.desk.on_command(incoming, actor, command).await {
+            Ok(command) => match self.workflow.on_command(incoming, actor, command).await {
                 Ok(()) => BotResponse::Ack,
                 Err(err) => {
                     tracing::error!(error = %err, "command failed");
-                    self.desk.reply_text(incoming, "Sorry, that failed on our side; nothing was changed. Please try again.".into()).await;
+                    self.workflow
+                        .reply_text(incoming, "Sorry, that failed on our side; nothing was changed. Please try again.".into())
+                        .await;
                     BotResponse::Failed
                 }
             },
             Err(err @ (ParseError::Unknown(_) | ParseError::Empty)) => {
-                self.desk.reply_text(incoming, format!("{err}\n\n{}", commands::help_text())).await;
+                self.workflow.reply_text(incoming, format!("{err}\n\n{}", commands::help_text())).await;
                 BotResponse::Ack
             }
             Err(err) => {
-                self.desk.reply_text(incoming, err.to_string()).await;
+                self.workflow.reply_text(incoming, err.to_string()).await;
                 BotResponse::Ack
             }
         }
@@ -135,22 +134,22 @@ impl Bot {
         match activity.name.as_deref() {
             Some("adaptiveCard/action") => {
                 let Some(value) = activity.value.as_ref() else {
-                    return BotResponse::Invoke(invoke_error(400, "BadRequest", "Missing value property"));
+                    return BotResponse::Invoke(invoke::error(400, "BadRequest", "Missing value property"));
                 };
                 let Some(action) = CardAction::from_invoke(value) else {
-                    return BotResponse::Invoke(invoke_error(400, "NotSupported", "This card action is not supported."));
+                    return BotResponse::Invoke(invoke::error(400, "NotSupported", "This card action is not supported."));
                 };
-                match self.desk.on_card_action(incoming, action, SignInProof::from_value(value), ActionPath::Invoke).await {
+                match self.workflow.on_card_action(incoming, action, SignInProof::from_value(value), ActionPath::Invoke).await {
                     Ok(reply) => BotResponse::Invoke(reply.invoke_body()),
                     Err(err) => {
                         tracing::error!(error = %err, "card action failed");
-                        BotResponse::Invoke(invoke_error(500, "InternalError", "Sorry, that failed on our side; nothing was changed."))
+                        BotResponse::Invoke(invoke::error(500, "InternalError", "Sorry, that failed on our side; nothing was changed."))
                     }
                 }
             }
             Some("signin/verifyState") | Some("signin/tokenExchange") => {
                 let proof = activity.value.as_ref().map(SignInProof::from_value).unwrap_or_default();
-                match self.desk.on_sign_in(incoming, proof).await {
+                match self.workflow.on_sign_in(incoming, proof).await {
                     Ok(reply) => BotResponse::InvokeStatus(reply.status, reply.body),
                     Err(err) => {
                         tracing::error!(error = %err, "sign-in completion failed");
@@ -161,9 +160,9 @@ impl Bot {
             Some("signin/failure") => {
                 let code = activity.value.as_ref().and_then(|v| v.get("code")).and_then(Value::as_str).unwrap_or("unknown");
                 tracing::warn!(code = %crate::cards::plain(code), "Teams reported a sign-in failure");
-                BotResponse::Invoke(json!({}))
+                BotResponse::Invoke(invoke::acknowledged())
             }
-            _ => BotResponse::Invoke(json!({})),
+            _ => BotResponse::Invoke(invoke::acknowledged()),
         }
     }
 }

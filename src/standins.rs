@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::alerts::AlertDesk;
+use crate::alerts::AuditIngest;
 use crate::audit::record::AuditRecord;
 use crate::cases::now_ms;
 use crate::store::Store;
@@ -188,10 +188,10 @@ async fn graph_calls(state: web::Data<StandIns>) -> HttpResponse {
     HttpResponse::Ok().json(state.graph_calls())
 }
 
-async fn replay_audit(desk: web::Data<Arc<AlertDesk>>) -> HttpResponse {
+async fn replay_audit(ingest: web::Data<Arc<AuditIngest>>) -> HttpResponse {
     let records: Vec<AuditRecord> = seed_records().into_iter().filter_map(|v| AuditRecord::parse(v).ok()).collect();
     tracing::info!(stand_in = "audit", "STAND-IN audit source: replaying the example records as alerts");
-    match desk.ingest(records, "stand_in").await {
+    match ingest.ingest(records, "stand_in").await {
         Ok(report) => HttpResponse::Accepted().json(json!({"received": report.received, "stored": report.stored, "cases": report.cases})),
         Err(err) => {
             tracing::error!(error = %err, "replay failed");
@@ -201,7 +201,7 @@ async fn replay_audit(desk: web::Data<Arc<AlertDesk>>) -> HttpResponse {
 }
 
 /// Registers the stand-in routes under `/_local/` (local mode only).
-pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<StandIns>, alerts: web::Data<Arc<AlertDesk>>) {
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<StandIns>, alerts: web::Data<Arc<AuditIngest>>) {
     cfg.service(
         web::scope("/_local")
             .app_data(state)

@@ -20,12 +20,12 @@ use crate::botframework::keys::KeyStore;
 use crate::botframework::service_url::HostAllowlist;
 use crate::cases::Policy;
 use crate::config::{Config, Mode};
-use crate::workflow::{Desk, DeskServices, DeskSettings, Scope};
+use crate::workflow::{CaseWorkflow, Scope, WorkflowServices, WorkflowSettings};
 use std::time::Duration;
 
 use url::Url;
 
-use crate::alerts::{AlertDesk, AlertSettings, ChannelEndpoint};
+use crate::alerts::{AlertSettings, AuditIngest, ChannelEndpoint};
 use crate::audit::poller::{ManagementPoller, PollSettings};
 use crate::config::{RetryPolicy, TokenMode};
 use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor};
@@ -69,10 +69,10 @@ pub fn effective_bind(config: &Config) -> SocketAddr {
 
 /// Who may do what, from the configuration: in `serve` the configured tenant, team, channel and
 /// admins; in local mode whatever is configured, and anyone on loopback otherwise.
-pub fn desk_settings(config: &Config) -> DeskSettings {
+pub fn workflow_settings(config: &Config) -> WorkflowSettings {
     let admins = (!config.security.admins.is_empty() || config.mode == Mode::Serve || config.app.is_some())
         .then(|| config.security.admins.iter().map(|a| a.to_ascii_lowercase()).collect::<HashSet<_>>());
-    DeskSettings {
+    WorkflowSettings {
         scope: Scope {
             tenant_id: config.app.as_ref().map(|a| a.tenant_id.clone()),
             team_id: config.security.team_id.clone(),
@@ -195,8 +195,8 @@ impl Application {
             case_ttl: config.case_ttl,
             rules: config.detection.clone(),
         };
-        let alert_desk =
-            Arc::new(AlertDesk::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics)));
+        let audit_ingest =
+            Arc::new(AuditIngest::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics)));
         if let (Some(interval), Some(app)) = (config.audit_poll, &config.app) {
             let tokens = BotTokenProvider::client_credentials_for(
                 app,
@@ -215,14 +215,14 @@ impl Application {
                 settings,
                 tokens,
                 store.clone(),
-                Arc::clone(&alert_desk),
+                Arc::clone(&audit_ingest),
                 config.retry,
                 Arc::clone(&metrics),
             )?);
             background.push(poller.spawn());
         }
-        let settings = desk_settings(&config);
-        let services = DeskServices {
+        let settings = workflow_settings(&config);
+        let services = WorkflowServices {
             store: store.clone(),
             connector,
             runner,
@@ -232,20 +232,20 @@ impl Application {
             endpoint,
             metrics: Arc::clone(&metrics),
         };
-        let desk = Desk::new(services, settings);
+        let workflow = CaseWorkflow::new(services, settings);
         let gate = web::Data::new(InboundGate::new(auth, allowlist, config.max_body_bytes, Arc::clone(&metrics)));
-        let bot = web::Data::new(Bot::new(desk, Arc::clone(&metrics), config.commands_per_minute));
+        let bot = web::Data::new(Bot::new(workflow, Arc::clone(&metrics), config.commands_per_minute));
         let alerts = web::Data::new(AlertIntake {
             secret: config.alert_secret.clone(),
             max_body_bytes: config.max_body_bytes,
-            desk: alert_desk,
+            ingest: audit_ingest,
             metrics: Arc::clone(&metrics),
             limiter: RateLimiter::new(config.alerts_per_minute),
             failed_limiter: RateLimiter::new(config.alerts_per_minute),
         });
         let standins = if local {
             crate::standins::seed_audit_index(&store).await;
-            Some((web::Data::new(StandIns::default()), web::Data::new(Arc::clone(&alerts.desk))))
+            Some((web::Data::new(StandIns::default()), web::Data::new(Arc::clone(&alerts.ingest))))
         } else {
             None
         };

@@ -1,5 +1,5 @@
 //! The Office 365 Management Activity API poller: pulls `Audit.General` content, keeps the Teams
-//! records and hands them to the alert desk.
+//! records and hands them to audit ingestion (`AuditIngest`).
 //!
 //! Windows are checkpointed in the database only once fully processed, and each content blob is
 //! remembered once ingested, so a restart neither loses nor duplicates records (records are also
@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use url::Url;
 
 use super::record::{AuditParseError, AuditRecord};
-use crate::alerts::AlertDesk;
+use crate::alerts::AuditIngest;
 use crate::botframework::bot_token::BotTokenProvider;
 use crate::cases::now_ms;
 use crate::config::RetryPolicy;
@@ -60,7 +60,7 @@ pub enum PollError {
 pub struct PollReport {
     /// Content blobs fetched.
     pub contents: usize,
-    /// Teams records handed to the alert desk.
+    /// Teams records handed to audit ingestion (`AuditIngest`).
     pub records: usize,
     /// Cases opened.
     pub cases: usize,
@@ -92,7 +92,7 @@ pub struct ManagementPoller {
     settings: PollSettings,
     tokens: BotTokenProvider,
     store: Store,
-    alerts: Arc<AlertDesk>,
+    alerts: Arc<AuditIngest>,
     retry: RetryPolicy,
     subscribed: AtomicBool,
     metrics: Arc<Metrics>,
@@ -109,7 +109,7 @@ impl ManagementPoller {
         settings: PollSettings,
         tokens: BotTokenProvider,
         store: Store,
-        alerts: Arc<AlertDesk>,
+        alerts: Arc<AuditIngest>,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::outbound::ClientSetupError> {

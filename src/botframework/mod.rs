@@ -1,10 +1,11 @@
 //! The Bot Framework protocol: activities, inbound authentication, the bot's own token and the
-//! Bot Connector. Nothing here knows about security cases.
+//! Bot Connector, invoke responses and OAuth cards. Nothing here knows about security cases.
 
 pub mod activity;
 pub mod auth;
 pub mod bot_token;
 pub mod connector;
 pub mod inbound;
+pub mod invoke;
 pub mod keys;
 pub mod service_url;

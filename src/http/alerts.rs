@@ -9,7 +9,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::ApiError;
-use crate::alerts::AlertDesk;
+use crate::alerts::AuditIngest;
 use crate::audit::record::AuditRecord;
 use crate::audit::signature::{self, SIGNATURE_HEADER};
 use crate::botframework::inbound::{read_body, refuse_declared_oversize};
@@ -23,7 +23,7 @@ pub struct AlertIntake {
     /// Largest accepted body.
     pub max_body_bytes: usize,
     /// Where records go.
-    pub desk: Arc<AlertDesk>,
+    pub ingest: Arc<AuditIngest>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Correctly signed pushes per source address.
@@ -60,13 +60,13 @@ pub(super) async fn alerts_endpoint(
         return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
     }
     let records = pushed_records(&body)?;
-    if let Some(tenant) = intake.desk.tenant_id() {
+    if let Some(tenant) = intake.ingest.tenant_id() {
         if let Some(index) = records.iter().position(|r| !r.organization_id.eq_ignore_ascii_case(tenant)) {
             intake.metrics.inc("chatwarden_alert_requests_total", &[("result", "other_tenant")]);
             return Err(ApiError::Unprocessable(format!("record {index} belongs to another tenant; nothing was stored")));
         }
     }
-    let report = intake.desk.ingest(records, "push").await.map_err(|err| {
+    let report = intake.ingest.ingest(records, "push").await.map_err(|err| {
         tracing::error!(error = %err, "could not ingest pushed audit records");
         ApiError::Internal
     })?;

@@ -15,7 +15,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpMessage as _, HttpResponse, web};
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use crate::alerts::AlertDesk;
+use crate::alerts::AuditIngest;
 use crate::bot::Bot;
 use crate::botframework::inbound::InboundGate;
 use crate::metrics::Metrics;
@@ -40,7 +40,7 @@ pub struct AppState {
     /// Signed alert intake.
     pub alerts: web::Data<AlertIntake>,
     /// Local mode's stand-ins for the cloud (`None` outside `chatwarden dev`).
-    pub standins: Option<(web::Data<StandIns>, web::Data<Arc<AlertDesk>>)>,
+    pub standins: Option<(web::Data<StandIns>, web::Data<Arc<AuditIngest>>)>,
 }
 
 /// Registers every route on an actix-web app (the same function in production and tests).
@@ -78,8 +78,8 @@ pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone +
                     .route(web::get().to(health::metrics_text))
                     .default_service(web::to(|| async { not_allowed("GET") })),
             );
-        if let Some((state, desk)) = &standins {
-            crate::standins::configure(cfg, state.clone(), desk.clone());
+        if let Some((state, ingest)) = &standins {
+            crate::standins::configure(cfg, state.clone(), ingest.clone());
         }
         cfg.default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }));
     }

@@ -4,7 +4,7 @@
 use crate::botframework::activity::Activity;
 use crate::cases::{Actor, now_ms};
 
-use super::Desk;
+use super::CaseWorkflow;
 
 /// The polite refusal for anyone outside the security channel or the admin list. It says
 /// nothing about cases.
@@ -61,7 +61,7 @@ pub(super) fn channel_of(activity: &Activity) -> Option<&str> {
     })
 }
 
-impl Desk {
+impl CaseWorkflow {
     /// Checks tenant, team, channel and admin list; returns who is acting.
     pub fn authorise(&self, activity: &Activity) -> Result<Actor, Denied> {
         let from = activity.from.as_ref().ok_or(Denied::NoIdentity)?;

@@ -5,16 +5,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::botframework::inbound::VerifiedActivity;
 use crate::cards;
 use crate::cases::{Actor, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, Refusal, now_ms};
 use crate::store::{DecisionOutcome, StoreError};
 
-use super::Desk;
+use super::CaseWorkflow;
 use super::authorise::{REFUSAL_TEXT, activity_key};
 use super::sign_in::{NOT_THE_APPROVER_TEXT, SignInProof, TokenCheck};
+use crate::botframework::invoke::ActionResponse;
 use crate::execution::CaseObserver as _;
 
 /// What a button of one of our cards asks for.
@@ -98,24 +99,20 @@ pub enum ActionReply {
 impl ActionReply {
     /// The `adaptiveCard/action` invoke response body for this reply.
     pub fn invoke_body(&self) -> Value {
-        match self {
-            ActionReply::Card(card) => json!({"statusCode": 200, "type": "application/vnd.microsoft.card.adaptive", "value": card}),
-            ActionReply::Message(text) => json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": text}),
-            ActionReply::LoginRequest(oauth) => {
-                json!({"statusCode": 401, "type": "application/vnd.microsoft.activity.loginRequest", "value": oauth})
-            }
-            ActionReply::PreconditionFailed(text) => {
-                json!({"statusCode": 412, "type": "application/vnd.microsoft.error.preconditionFailed", "value": {"code": "412", "message": text}})
-            }
-            ActionReply::IncorrectAuthCode => {
-                json!({"statusCode": 401, "type": "application/vnd.microsoft.error.invalidAuthCode", "value": null})
-            }
-            ActionReply::Silent => json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": REFUSAL_TEXT}),
-        }
+        let response = match self {
+            ActionReply::Card(card) => ActionResponse::Card(card),
+            ActionReply::Message(text) => ActionResponse::Message(text),
+            ActionReply::LoginRequest(oauth) => ActionResponse::LoginRequest(oauth),
+            ActionReply::PreconditionFailed(text) => ActionResponse::PreconditionFailed(text),
+            ActionReply::IncorrectAuthCode => ActionResponse::InvalidAuthCode,
+            // In the invoke's own response the refusal costs no outbound call.
+            ActionReply::Silent => ActionResponse::Message(REFUSAL_TEXT),
+        };
+        response.body()
     }
 }
 
-impl Desk {
+impl CaseWorkflow {
     /// Applies a card action and says what the presser sees. Approvals need the approver's
     /// delegated token first; approved cases run in the background.
     pub async fn on_card_action(
@@ -286,6 +283,8 @@ impl Desk {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@ use crate::execution::explain;
 use crate::graph::GraphUser;
 use crate::store::{Created, StoreError};
 
-use super::Desk;
+use super::CaseWorkflow;
 use super::authorise::{activity_key, channel_of};
 
 /// Most group members read for one `/revoke-sessions group:` (the ceiling is usually far lower).
@@ -77,7 +77,7 @@ pub fn external_pairs(records: &[AuditRecord], removed: &HashMap<(String, String
     (targets, evidence)
 }
 
-impl Desk {
+impl CaseWorkflow {
     /// Handles a command from an authorised admin; replies in the thread.
     pub async fn on_command(&self, incoming: &VerifiedActivity, actor: Actor, command: Command) -> Result<(), StoreError> {
         let activity = incoming.activity();

@@ -29,9 +29,9 @@ pub use card_actions::{ActionPath, ActionReply, CardAction, CardIntent};
 pub use commands::external_pairs;
 pub use sign_in::{SignInProof, SignInReply};
 
-/// Settings of the desk.
+/// Settings of the case workflow.
 #[derive(Debug, Clone)]
-pub struct DeskSettings {
+pub struct WorkflowSettings {
     /// Where requests are accepted.
     pub scope: Scope,
     /// Who may decide.
@@ -47,7 +47,7 @@ pub struct DeskSettings {
 }
 
 /// Turns commands and card actions into cases and decisions.
-pub struct Desk {
+pub struct CaseWorkflow {
     store: Store,
     connector: Arc<ConnectorClient>,
     runner: Arc<CaseRunner>,
@@ -55,15 +55,15 @@ pub struct Desk {
     tokens: Arc<DelegatedTokens>,
     graph: Arc<GraphClient>,
     endpoint: Arc<ChannelEndpoint>,
-    settings: DeskSettings,
+    settings: WorkflowSettings,
     metrics: Arc<Metrics>,
     refusals: RateLimiter,
     /// Senders over the refusal limit whose suppression was already recorded, for a minute.
     quiet_senders: moka::sync::Cache<String, ()>,
 }
 
-/// The services a desk works with.
-pub struct DeskServices {
+/// The services the case workflow works with.
+pub struct WorkflowServices {
     /// The database.
     pub store: Store,
     /// The Bot Connector.
@@ -82,10 +82,10 @@ pub struct DeskServices {
     pub metrics: Arc<Metrics>,
 }
 
-impl Desk {
-    /// A desk over the given services.
-    pub fn new(services: DeskServices, settings: DeskSettings) -> Self {
-        let DeskServices { store, connector, runner, updater, tokens, graph, endpoint, metrics } = services;
+impl CaseWorkflow {
+    /// A case workflow over the given services.
+    pub fn new(services: WorkflowServices, settings: WorkflowSettings) -> Self {
+        let WorkflowServices { store, connector, runner, updater, tokens, graph, endpoint, metrics } = services;
         let refusals = RateLimiter::new(settings.refusals_per_minute);
         let quiet_senders = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
         Self { store, connector, runner, updater, tokens, graph, endpoint, settings, metrics, refusals, quiet_senders }

@@ -2,7 +2,7 @@
 //! Teams SSO), the OAuth card that asks for it, and resuming the approval that waited for it.
 
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::botframework::activity::{Activity, OutgoingActivity};
 use crate::botframework::inbound::VerifiedActivity;
@@ -10,9 +10,10 @@ use crate::cases::{Actor, now_ms};
 use crate::store::StoreError;
 use crate::tokens::{SignInState, TokenError};
 
-use super::Desk;
+use super::CaseWorkflow;
 use super::authorise::activity_key;
 use super::card_actions::ActionReply;
+use crate::botframework::invoke;
 
 /// Proof of sign-in that Teams attaches when it re-sends an action after a login request.
 #[derive(Debug, Clone, Default)]
@@ -65,15 +66,12 @@ pub(super) const NOT_THE_APPROVER_TEXT: &str = "The sign-in offered with this ap
 /// How long an approval waits for its approver to finish signing in.
 const PENDING_SIGNIN_MS: i64 = 15 * 60 * 1000;
 
-impl Desk {
+impl CaseWorkflow {
     pub(super) async fn ask_sign_in(&self, incoming: &VerifiedActivity, text: &str) {
         let activity = incoming.activity();
         let mut reply = OutgoingActivity::reply_text(activity, text);
         if let Some(oauth) = self.oauth_card(activity).await {
-            reply.attachments.push(crate::botframework::activity::Attachment {
-                content_type: "application/vnd.microsoft.card.oauth".into(),
-                content: oauth,
-            });
+            reply.attachments.push(crate::botframework::activity::Attachment { content_type: invoke::OAUTH_CARD.into(), content: oauth });
         }
         self.send_reply(incoming, reply).await;
     }
@@ -108,17 +106,12 @@ impl Desk {
         let state =
             SignInState { connection: self.tokens.connection(), app_id: self.settings.app_id.as_deref().unwrap_or_default(), activity };
         match self.tokens.sign_in_resource(&state).await {
-            Ok(resource) => {
-                let mut card = json!({
-                    "text": "Sign in so that chatwarden can act with your own permissions.",
-                    "connectionName": self.tokens.connection(),
-                    "buttons": [{"type": "signin", "title": "Sign in", "value": resource.sign_in_link}],
-                });
-                if let Some(exchange) = resource.token_exchange_resource {
-                    card["tokenExchangeResource"] = exchange;
-                }
-                Some(card)
-            }
+            Ok(resource) => Some(invoke::oauth_card(
+                "Sign in so that chatwarden can act with your own permissions.",
+                self.tokens.connection(),
+                &resource.sign_in_link,
+                resource.token_exchange_resource,
+            )),
             Err(err) => {
                 tracing::error!(error = %err, "could not get a sign-in link");
                 None
@@ -134,26 +127,26 @@ impl Desk {
         let exchange_id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         let failure = |detail: &str| SignInReply {
             status: 412,
-            body: json!({"id": exchange_id, "connectionName": self.tokens.connection(), "failureDetail": detail}),
+            body: invoke::token_exchange_failure(&exchange_id, self.tokens.connection(), detail),
         };
         let actor = match self.authorise(activity) {
             Ok(actor) => actor,
             Err(denied) => {
                 self.refuse(activity, denied).await;
-                return Ok(SignInReply { status: 200, body: json!({}) });
+                return Ok(SignInReply { status: 200, body: invoke::acknowledged() });
             }
         };
         if let SignInProof::SsoToken(_) = proof {
             // Several Teams clients may send the same exchange: handle it once.
             let conversation = activity.conversation.as_ref().map(|c| c.id.as_str()).unwrap_or_default();
             if !exchange_id.is_empty() && !self.store.claim_key(&format!("exchange|{conversation}|{exchange_id}"), now_ms()).await? {
-                return Ok(SignInReply { status: 200, body: json!({}) });
+                return Ok(SignInReply { status: 200, body: invoke::acknowledged() });
             }
         }
         match self.check_token(&actor, &proof).await {
             TokenCheck::Ready => {}
             TokenCheck::ExchangeRefused => return Ok(failure("The token could not be exchanged; consent or sign-in is needed.")),
-            TokenCheck::BadCode | TokenCheck::NeedSignIn => return Ok(SignInReply { status: 404, body: json!({}) }),
+            TokenCheck::BadCode | TokenCheck::NeedSignIn => return Ok(SignInReply { status: 404, body: invoke::acknowledged() }),
             TokenCheck::NotTheApprover => return Ok(failure(NOT_THE_APPROVER_TEXT)),
             TokenCheck::Unavailable => return Ok(failure("The sign-in service could not be reached.")),
         }
@@ -164,12 +157,14 @@ impl Desk {
                 self.reply_text(incoming, text).await;
             }
         }
-        Ok(SignInReply { status: 200, body: json!({}) })
+        Ok(SignInReply { status: 200, body: invoke::acknowledged() })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -638,13 +638,13 @@ async fn mount_management(server: &wiremock::MockServer, fail_page_3: bool) {
 
 struct Poll {
     store: Store,
-    desk: std::sync::Arc<chatwarden::alerts::AlertDesk>,
+    ingest: std::sync::Arc<chatwarden::alerts::AuditIngest>,
     management: wiremock::MockServer,
     login: wiremock::MockServer,
 }
 
 async fn poll_setup(database_url: &str) -> Poll {
-    use chatwarden::alerts::{AlertDesk, AlertSettings, ChannelEndpoint};
+    use chatwarden::alerts::{AlertSettings, AuditIngest, ChannelEndpoint};
     use chatwarden::botframework::bot_token::BotTokenProvider;
     use chatwarden::botframework::connector::ConnectorClient;
     use chatwarden::botframework::service_url::HostAllowlist;
@@ -665,11 +665,11 @@ async fn poll_setup(database_url: &str) -> Poll {
         case_ttl: Duration::from_secs(3600),
         rules: DetectionRules::default(),
     };
-    let desk = Arc::new(AlertDesk::new(store.clone(), connector, endpoint, settings, metrics));
+    let ingest = Arc::new(AuditIngest::new(store.clone(), connector, endpoint, settings, metrics));
     let management = wiremock::MockServer::start().await;
     let login = wiremock::MockServer::start().await;
     mount_login(&login).await;
-    Poll { store, desk, management, login }
+    Poll { store, ingest, management, login }
 }
 
 fn poller(p: &Poll) -> chatwarden::audit::poller::ManagementPoller {
@@ -698,7 +698,7 @@ fn poller(p: &Poll) -> chatwarden::audit::poller::ManagementPoller {
         interval: Duration::from_secs(60),
         lookback: Duration::from_secs(3600),
     };
-    ManagementPoller::new(settings, tokens, p.store.clone(), p.desk.clone(), retry, metrics).unwrap()
+    ManagementPoller::new(settings, tokens, p.store.clone(), p.ingest.clone(), retry, metrics).unwrap()
 }
 
 #[tokio::test]
@@ -728,7 +728,7 @@ async fn the_poller_ingests_every_record_exactly_once_across_a_restart() {
     let again = AuditRecord::parse(member_added("poll-p1b1r1")).unwrap();
     let mut again = again;
     again.chat_thread_id = Some("19:chat-p1b1r1@thread.v2".into());
-    let report = p.desk.ingest(vec![again], "push").await.unwrap();
+    let report = p.ingest.ingest(vec![again], "push").await.unwrap();
     assert!(report.cases.is_empty());
     assert_eq!(p.store.history(50).await.unwrap().len(), 12);
 }
