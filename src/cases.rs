@@ -359,6 +359,52 @@ pub fn final_state(targets: &[Target]) -> CaseState {
     if targets.iter().any(|t| t.status == TargetStatus::Failed) { CaseState::Failed } else { CaseState::Done }
 }
 
+/// A case id as a person types it or a button carries it (`CW-7K3P9`), checked once at the edge:
+/// letters, digits and `-`, at most 32 characters, upper-cased. Reads as a `&str`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CaseId(String);
+
+impl CaseId {
+    /// Checks and upper-cases `text`.
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        if text.is_empty() || text.len() > 32 || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err("a case id holds only letters, digits and `-`");
+        }
+        Ok(Self(text.to_ascii_uppercase()))
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for CaseId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for CaseId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CaseId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Alphabet of case ids: Crockford base32 (no I, L, O, U: nothing to misread or mistype).
 const CASE_ID_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::cases::CaseId;
+
 /// Longest reason kept (longer ones are refused, not cut).
 pub const MAX_REASON_CHARS: usize = 500;
 /// Default and largest `/history` length.
@@ -42,8 +44,8 @@ pub enum Command {
     },
     /// Show one case.
     Status {
-        /// The case id as typed (upper-cased).
-        case_id: String,
+        /// The case id as typed (checked and upper-cased).
+        case_id: CaseId,
     },
     /// List the last cases.
     History {
@@ -350,12 +352,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         "status" => {
             let mut a = args(USAGE_STATUS);
             let raw = a.required("<case-id>")?;
-            let valid = raw.len() <= 32 && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            let case_id = a.check(
-                "<case-id>",
-                raw,
-                if valid { Ok(raw.to_ascii_uppercase()) } else { Err("a case id holds only letters, digits and `-`") },
-            )?;
+            let case_id = a.check("<case-id>", raw, CaseId::parse(raw))?;
             a.no_more()?;
             Ok(Command::Status { case_id })
         }
@@ -465,7 +462,7 @@ mod tests {
 
     #[test]
     fn status_upper_cases_the_case_id() {
-        assert_eq!(parse("/status cw-7k3p").unwrap(), Command::Status { case_id: "CW-7K3P".into() });
+        assert_eq!(parse("/status cw-7k3p").unwrap(), Command::Status { case_id: CaseId::parse("CW-7K3P").unwrap() });
     }
 
     #[test]

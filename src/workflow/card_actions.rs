@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::botframework::inbound::VerifiedActivity;
 use crate::cards;
-use crate::cases::{Actor, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, Refusal, now_ms};
+use crate::cases::{Actor, CaseId, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, Refusal, now_ms};
 use crate::store::{DecisionOutcome, StoreError};
 
 use super::CaseWorkflow;
@@ -31,7 +31,7 @@ pub enum CardIntent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardAction {
     /// The case.
-    pub case_id: String,
+    pub case_id: CaseId,
     /// What the button asks for.
     pub intent: CardIntent,
 }
@@ -40,17 +40,14 @@ impl CardAction {
     /// Reads the `data` of one of our buttons (`{"chatwarden":1,"caseId":..,"action":..}`).
     pub fn from_data(data: &Value) -> Option<Self> {
         data.get(cards::ACTION_MARKER)?;
-        let case_id = data.get("caseId")?.as_str()?;
-        if case_id.is_empty() || case_id.len() > 32 || !case_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return None;
-        }
+        let case_id = CaseId::parse(data.get("caseId")?.as_str()?).ok()?;
         let intent = match data.get("action")?.as_str()? {
             "approve" => CardIntent::Decide(Decision::Approve),
             "reject" => CardIntent::Decide(Decision::Reject),
             "revoke_sessions" => CardIntent::RevokeFollowUp,
             _ => return None,
         };
-        Some(Self { case_id: case_id.to_ascii_uppercase(), intent })
+        Some(Self { case_id, intent })
     }
 
     /// Reads an `adaptiveCard/action` invoke value (`{"action":{"type":"Action.Execute","verb":..,"data":..}}`).
@@ -292,7 +289,7 @@ mod tests {
         let data = cards::decision_data("CW-ABCDE", Decision::Approve);
         assert_eq!(
             CardAction::from_data(&data),
-            Some(CardAction { case_id: "CW-ABCDE".into(), intent: CardIntent::Decide(Decision::Approve) })
+            Some(CardAction { case_id: CaseId::parse("CW-ABCDE").unwrap(), intent: CardIntent::Decide(Decision::Approve) })
         );
         assert_eq!(CardAction::from_data(&json!({"caseId": "CW-ABCDE", "action": "approve"})), None);
         assert_eq!(CardAction::from_data(&json!({"chatwarden": 1, "caseId": "CW-ABCDE", "action": "delete"})), None);
