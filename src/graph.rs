@@ -25,11 +25,13 @@ pub const MAX_BATCH: usize = 20;
 /// Statuses worth retrying.
 const RETRY_STATUSES: [StatusCode; 3] = [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE, StatusCode::GATEWAY_TIMEOUT];
 
-/// A Graph answer that is not a success (status 0: no answer at all).
+/// A Graph call that did not succeed: an error status, or no usable answer at all (status 0).
+/// The status is never a success: a 2xx whose body is not what the API documents is status 0.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Graph answered HTTP {status} ({code})")]
 pub struct GraphFailure {
-    /// HTTP status, or 0 for a network failure or timeout.
+    /// HTTP status, or 0 when there was no usable answer (network failure, timeout, or a
+    /// success whose body could not be read).
     pub status: u16,
     /// Graph error code (`Forbidden`, `itemNotFound`, ...), or a local description.
     pub code: String,
@@ -158,6 +160,13 @@ pub struct GraphClient {
     removal_version: RemovalApiVersion,
 }
 
+impl GraphFailure {
+    /// Graph answered success, but with a body that is not what the API documents.
+    fn unreadable(what: &str) -> Self {
+        Self { status: 0, code: format!("unreadable answer: {what}") }
+    }
+}
+
 impl GraphClient {
     /// A client for the Graph at `base` (e.g. `https://graph.microsoft.com`).
     pub fn new(base: Url, retry: RetryPolicy, metrics: Arc<Metrics>) -> Result<Self, crate::outbound::ClientSetupError> {
@@ -242,10 +251,8 @@ impl GraphClient {
         let mut url = self.url("v1.0", &format!("/users/{}", encode_component(upn_or_id)))?;
         url.query_pairs_mut().append_pair("$select", "id,userPrincipalName,displayName");
         match self.send("get_user", token, || self.http.get(url.clone())).await {
-            Ok((_, Some(body))) => {
-                serde_json::from_value(body).map(Some).map_err(|_| GraphFailure { status: 200, code: "invalid user body".into() })
-            }
-            Ok((status, None)) => Err(GraphFailure { status, code: "empty user body".into() }),
+            Ok((_, Some(body))) => serde_json::from_value(body).map(Some).map_err(|_| GraphFailure::unreadable("invalid user body")),
+            Ok((_, None)) => Err(GraphFailure::unreadable("empty user body")),
             Err(GraphFailure { status: 404, .. }) => Ok(None),
             Err(failure) => Err(failure),
         }
@@ -266,7 +273,7 @@ impl GraphClient {
         while let Some(page) = next.take() {
             let body = match self.send("list_group_users", token, || self.http.get(page.clone())).await {
                 Ok((_, Some(body))) => body,
-                Ok((status, None)) => return Err(GraphFailure { status, code: "empty group page".into() }),
+                Ok((_, None)) => return Err(GraphFailure::unreadable("empty group page")),
                 Err(GraphFailure { status: 404, .. }) if users.is_empty() => return Ok(None),
                 Err(failure) => return Err(failure),
             };
@@ -274,16 +281,16 @@ impl GraphClient {
                 .get("value")
                 .cloned()
                 .and_then(|v| serde_json::from_value(v).ok())
-                .ok_or_else(|| GraphFailure { status: 200, code: "invalid group page".into() })?;
+                .ok_or_else(|| GraphFailure::unreadable("invalid group page"))?;
             users.extend(members);
             if users.len() > max_users {
                 break;
             }
             next = match body.get("@odata.nextLink").and_then(Value::as_str) {
                 Some(link) => {
-                    let link = Url::parse(link).map_err(|_| GraphFailure { status: 200, code: "invalid next link".into() })?;
+                    let link = Url::parse(link).map_err(|_| GraphFailure::unreadable("invalid next link"))?;
                     if link.origin() != self.base.origin() {
-                        return Err(GraphFailure { status: 200, code: "next link outside Graph".into() });
+                        return Err(GraphFailure::unreadable("next link outside Graph"));
                     }
                     Some(link)
                 }
@@ -316,9 +323,8 @@ impl GraphClient {
             .collect();
         let payload = json!({"requests": requests});
         let (_, body) = self.send("batch", token, || self.http.post(url.clone()).json(&payload)).await?;
-        let parsed: BatchResponse = body
-            .and_then(|b| serde_json::from_value(b).ok())
-            .ok_or_else(|| GraphFailure { status: 200, code: "invalid batch body".into() })?;
+        let parsed: BatchResponse =
+            body.and_then(|b| serde_json::from_value(b).ok()).ok_or_else(|| GraphFailure::unreadable("invalid batch body"))?;
         let mut outcomes: HashMap<String, BatchOutcome> = HashMap::new();
         for response in parsed.responses {
             if !items.iter().any(|i| i.id == response.id) {

@@ -44,7 +44,7 @@ pub fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String
         400 => (TargetStatus::Failed, format!("Graph rejected the request as invalid (400 {code}): check the chat and user ids")),
         429 => (TargetStatus::Failed, "Graph kept throttling the request (429) after every retry: try again later".into()),
         500..=599 => (TargetStatus::Failed, format!("Graph failed on its side (HTTP {status}): try again later")),
-        0 => (TargetStatus::Failed, format!("Graph could not be reached ({code}): try again later")),
+        0 => (TargetStatus::Failed, format!("Graph gave no usable answer ({code}): try again later")),
         other => (TargetStatus::Failed, format!("Graph answered HTTP {other} {code}")),
     }
 }
@@ -368,6 +368,6 @@ mod tests {
         assert!(explain(CaseKind::RemoveChat, 403, "insufficient_claims").1.contains("Conditional Access"));
         assert!(explain(CaseKind::RemoveChat, 429, "").1.contains("throttling"));
         assert!(explain(CaseKind::RemoveChat, 503, "").1.contains("HTTP 503"));
-        assert!(explain(CaseKind::RemoveChat, 0, "timeout").1.contains("could not be reached (timeout)"));
+        assert!(explain(CaseKind::RemoveChat, 0, "timeout").1.contains("no usable answer (timeout)"));
     }
 }

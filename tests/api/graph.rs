@@ -552,3 +552,26 @@ async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
     assert!(results.iter().all(|r| r.status == TargetStatus::Done), "{results:?}");
     assert_eq!(fx.graph_server.received_requests().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_batch_answered_200_with_an_unreadable_body_fails_its_targets_instead_of_passing_them() {
+    let fx = fx().await;
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("approver-token", 3600))
+        .mount(&fx.token_service)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/$batch"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"responses": "not a list"})))
+        .mount(&fx.graph_server)
+        .await;
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
+    let results = executor.execute(&bulk_case(3)).await;
+    assert_eq!(results.len(), 3);
+    for result in &results {
+        assert_eq!(result.status, TargetStatus::Failed, "{result:?}");
+        assert!(result.detail.starts_with("Graph gave no usable answer (unreadable answer: invalid batch body)"), "{result:?}");
+        assert_eq!(result.graph_status, None, "no Graph status was recorded for an answer that could not be read");
+    }
+}

@@ -209,7 +209,7 @@ async fn a_graph_timeout_fails_the_target_in_plain_words() {
     let store = Store::connect(&app.database_url).await.unwrap();
     crate::cases::wait_state(&store, &case_id, CaseState::Failed).await;
     let case = store.case(&case_id).await.unwrap().unwrap();
-    assert_eq!(case.targets[0].detail.as_deref(), Some("Graph could not be reached (timeout): try again later"));
+    assert_eq!(case.targets[0].detail.as_deref(), Some("Graph gave no usable answer (timeout): try again later"));
 }
 
 #[tokio::test]
