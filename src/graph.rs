@@ -151,6 +151,27 @@ impl RemovalApiVersion {
     }
 }
 
+/// Directory look-ups the case workflow makes with the requester's token. A seam, so the
+/// workflow's rules can be tested without Graph.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync {
+    /// A user by UPN or object id; `None` when there is none.
+    async fn user(&self, token: &SecretString, upn_or_id: &str) -> Result<Option<GraphUser>, GraphFailure>;
+    /// Every transitive user member of a group, up to `max_users`; `None` when there is no such group.
+    async fn group_users(&self, token: &SecretString, group_id: &str, max_users: usize) -> Result<Option<Vec<GraphUser>>, GraphFailure>;
+}
+
+#[async_trait::async_trait]
+impl Directory for GraphClient {
+    async fn user(&self, token: &SecretString, upn_or_id: &str) -> Result<Option<GraphUser>, GraphFailure> {
+        GraphClient::user(self, token, upn_or_id).await
+    }
+
+    async fn group_users(&self, token: &SecretString, group_id: &str, max_users: usize) -> Result<Option<Vec<GraphUser>>, GraphFailure> {
+        GraphClient::group_users(self, token, group_id, max_users).await
+    }
+}
+
 /// Client for Microsoft Graph.
 pub struct GraphClient {
     http: reqwest::Client,

@@ -224,11 +224,11 @@ impl Application {
         let settings = workflow_settings(&config);
         let services = WorkflowServices {
             store: store.clone(),
-            connector,
+            replies: connector,
             runner,
             updater,
             tokens: delegated,
-            graph,
+            directory: graph,
             endpoint,
             metrics: Arc::clone(&metrics),
         };

@@ -149,6 +149,45 @@ fn remaining(expiration: Option<&str>) -> Duration {
     }
 }
 
+/// What the case workflow needs of the approvers' delegated tokens. A seam, so the workflow's
+/// rules can be tested without a token service.
+#[async_trait::async_trait]
+pub trait ApproverTokens: Send + Sync {
+    /// The OAuth connection name.
+    fn connection(&self) -> &str;
+    /// The admin's token; `None` when they have not signed in.
+    async fn token_for(&self, admin: &Actor) -> Result<Option<SecretString>, TokenError>;
+    /// Redeems a sign-in magic code; `None` when it is wrong.
+    async fn redeem_code(&self, admin: &Actor, code: &str) -> Result<Option<SecretString>, TokenError>;
+    /// Exchanges a Teams SSO token bound to `admin`; `None` when the exchange is refused.
+    async fn exchange_sso(&self, admin: &Actor, sso_token: &SecretString) -> Result<Option<SecretString>, TokenError>;
+    /// A sign-in link (and SSO exchange resource) for the conversation of an activity.
+    async fn sign_in_resource(&self, state: &SignInState<'_>) -> Result<SignInResource, TokenError>;
+}
+
+#[async_trait::async_trait]
+impl ApproverTokens for DelegatedTokens {
+    fn connection(&self) -> &str {
+        DelegatedTokens::connection(self)
+    }
+
+    async fn token_for(&self, admin: &Actor) -> Result<Option<SecretString>, TokenError> {
+        DelegatedTokens::token_for(self, admin).await
+    }
+
+    async fn redeem_code(&self, admin: &Actor, code: &str) -> Result<Option<SecretString>, TokenError> {
+        DelegatedTokens::redeem_code(self, admin, code).await
+    }
+
+    async fn exchange_sso(&self, admin: &Actor, sso_token: &SecretString) -> Result<Option<SecretString>, TokenError> {
+        DelegatedTokens::exchange_sso(self, admin, sso_token).await
+    }
+
+    async fn sign_in_resource(&self, state: &SignInState<'_>) -> Result<SignInResource, TokenError> {
+        DelegatedTokens::sign_in_resource(self, state).await
+    }
+}
+
 /// The admins' delegated tokens.
 pub struct DelegatedTokens {
     http: reqwest::Client,

@@ -92,6 +92,33 @@ struct ConnectorErrorDetail {
     code: String,
 }
 
+/// The one Connector call the case workflow makes: replying in a thread. A seam, so the
+/// workflow's rules can be tested without a Connector.
+#[async_trait::async_trait]
+pub trait ThreadReplies: Send + Sync {
+    /// Replies in the conversation of `activity_id` (in a channel: in its thread).
+    async fn reply_to_activity(
+        &self,
+        service_url: &AllowedServiceUrl,
+        conversation_id: &str,
+        activity_id: &str,
+        activity: &OutgoingActivity,
+    ) -> Result<ResourceResponse, ConnectorError>;
+}
+
+#[async_trait::async_trait]
+impl ThreadReplies for ConnectorClient {
+    async fn reply_to_activity(
+        &self,
+        service_url: &AllowedServiceUrl,
+        conversation_id: &str,
+        activity_id: &str,
+        activity: &OutgoingActivity,
+    ) -> Result<ResourceResponse, ConnectorError> {
+        ConnectorClient::reply_to_activity(self, service_url, conversation_id, activity_id, activity).await
+    }
+}
+
 /// Client for the Bot Connector REST API.
 pub struct ConnectorClient {
     http: reqwest::Client,

@@ -63,6 +63,14 @@ impl VerifiedActivity {
     }
 }
 
+#[cfg(test)]
+impl VerifiedActivity {
+    /// An activity as if it had passed the gate: only for unit tests of what comes after it.
+    pub(crate) fn trusted_for_tests(activity: Activity, service_url: AllowedServiceUrl) -> Self {
+        Self { activity, service_url }
+    }
+}
+
 impl InboundGate {
     /// A gate authenticating with `auth`, replying only to `allowlist`ed hosts, reading bodies of
     /// at most `max_body_bytes`, counting rejections in `metrics`.

@@ -49,6 +49,19 @@ pub fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String
     }
 }
 
+/// A target's result from Graph's status and error code (status 0: no usable answer, so no
+/// Graph status is recorded).
+fn target_result(kind: CaseKind, target: &Target, oid: String, status_code: u16, code: &str) -> TargetResult {
+    let (status, detail) = explain(kind, status_code, code);
+    TargetResult {
+        position: target.position,
+        status,
+        graph_status: (status_code != 0).then_some(i64::from(status_code)),
+        detail,
+        user_oid: Some(oid),
+    }
+}
+
 /// The Graph-backed executor.
 pub struct GraphExecutor {
     graph: Arc<GraphClient>,
@@ -193,14 +206,7 @@ impl GraphExecutor {
             Ok(status) => (*status, String::new()),
             Err(failure) => (failure.status, failure.code.clone()),
         };
-        let (status, detail) = explain(kind, status_code, &code);
-        TargetResult {
-            position: target.position,
-            status,
-            graph_status: (status_code != 0).then_some(i64::from(status_code)),
-            detail,
-            user_oid: Some(oid),
-        }
+        target_result(kind, target, oid, status_code, &code)
     }
 
     /// Runs many targets through `$batch`, paced to Graph's limit; throttled items go back in
@@ -281,14 +287,7 @@ impl GraphExecutor {
             .zip(finals)
             .map(|((target, oid), outcome)| {
                 let (status_code, code) = outcome.unwrap_or((0, "never sent".into()));
-                let (status, detail) = explain(kind, status_code, &code);
-                TargetResult {
-                    position: target.position,
-                    status,
-                    graph_status: (status_code != 0).then_some(i64::from(status_code)),
-                    detail,
-                    user_oid: Some(oid.clone()),
-                }
+                target_result(kind, target, oid.clone(), status_code, &code)
             })
             .collect()
     }

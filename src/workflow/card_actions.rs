@@ -16,7 +16,6 @@ use super::CaseWorkflow;
 use super::authorise::{REFUSAL_TEXT, activity_key};
 use super::sign_in::{NOT_THE_APPROVER_TEXT, SignInProof, TokenCheck};
 use crate::botframework::invoke::ActionResponse;
-use crate::execution::CaseObserver as _;
 
 /// What a button of one of our cards asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

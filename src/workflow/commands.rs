@@ -201,7 +201,7 @@ impl CaseWorkflow {
         let ceiling = self.settings.revoke_ceiling;
         let reply = match who {
             RevokeTarget::User(UserRef::ObjectId(_)) => return None,
-            RevokeTarget::User(UserRef::Upn(upn)) => match self.graph.user(&token, &upn).await {
+            RevokeTarget::User(UserRef::Upn(upn)) => match self.directory.user(&token, &upn).await {
                 Ok(Some(user)) => return Some(vec![user]),
                 Ok(None) => format!("There is no user `{}` in the directory.", cards::plain(&upn)),
                 Err(failure) => format!(
@@ -210,7 +210,7 @@ impl CaseWorkflow {
                     explain(CaseKind::RevokeSessions, failure.status, &failure.code).1
                 ),
             },
-            RevokeTarget::Group(group) => match self.graph.group_users(&token, &group, MAX_GROUP_USERS).await {
+            RevokeTarget::Group(group) => match self.directory.group_users(&token, &group, MAX_GROUP_USERS).await {
                 Ok(Some(users)) => {
                     let mut seen = HashSet::new();
                     let users: Vec<GraphUser> = users.into_iter().filter(|u| seen.insert(u.id.to_ascii_lowercase())).collect();
@@ -250,7 +250,7 @@ impl CaseWorkflow {
         tracing::info!(case.id = %case.id, kind = %case.kind, "case opened");
         let (Some(conversation), Some(activity_id)) = (activity.conversation.as_ref(), activity.id.as_deref()) else { return Ok(()) };
         let reply = OutgoingActivity::reply_card(activity, cards::approval_card(&case));
-        match self.connector.reply_to_activity(incoming.service_url(), &conversation.id, activity_id, &reply).await {
+        match self.replies.reply_to_activity(incoming.service_url(), &conversation.id, activity_id, &reply).await {
             Ok(posted) => match posted.id {
                 Some(card_id) => {
                     let card = CardRef {

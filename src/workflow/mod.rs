@@ -6,6 +6,8 @@ mod authorise;
 mod card_actions;
 mod commands;
 mod sign_in;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +16,15 @@ use serde_json::Value;
 
 use crate::alerts::ChannelEndpoint;
 use crate::botframework::activity::OutgoingActivity;
-use crate::botframework::connector::ConnectorClient;
+use crate::botframework::connector::ThreadReplies;
 use crate::botframework::inbound::VerifiedActivity;
 use crate::cases::Policy;
-use crate::execution::{CardUpdater, CaseRunner};
-use crate::graph::GraphClient;
+use crate::execution::{CaseObserver, CaseRunner};
+use crate::graph::Directory;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
-use crate::tokens::DelegatedTokens;
+use crate::tokens::ApproverTokens;
 
 pub use authorise::{Denied, REFUSAL_TEXT, Scope, activity_key};
 pub use card_actions::{ActionPath, ActionReply, CardAction, CardIntent};
@@ -49,11 +51,11 @@ pub struct WorkflowSettings {
 /// Turns commands and card actions into cases and decisions.
 pub struct CaseWorkflow {
     store: Store,
-    connector: Arc<ConnectorClient>,
+    replies: Arc<dyn ThreadReplies>,
     runner: Arc<CaseRunner>,
-    updater: Arc<CardUpdater>,
-    tokens: Arc<DelegatedTokens>,
-    graph: Arc<GraphClient>,
+    updater: Arc<dyn CaseObserver>,
+    tokens: Arc<dyn ApproverTokens>,
+    directory: Arc<dyn Directory>,
     endpoint: Arc<ChannelEndpoint>,
     settings: WorkflowSettings,
     metrics: Arc<Metrics>,
@@ -66,16 +68,16 @@ pub struct CaseWorkflow {
 pub struct WorkflowServices {
     /// The database.
     pub store: Store,
-    /// The Bot Connector.
-    pub connector: Arc<ConnectorClient>,
+    /// Replies in a thread (the Bot Connector).
+    pub replies: Arc<dyn ThreadReplies>,
     /// Runs approved cases.
     pub runner: Arc<CaseRunner>,
-    /// Updates case cards.
-    pub updater: Arc<CardUpdater>,
+    /// Updates case cards as they move (`CardUpdater`).
+    pub updater: Arc<dyn CaseObserver>,
     /// Admins' delegated tokens.
-    pub tokens: Arc<DelegatedTokens>,
-    /// Graph (user and group lookups).
-    pub graph: Arc<GraphClient>,
+    pub tokens: Arc<dyn ApproverTokens>,
+    /// User and group look-ups (Graph).
+    pub directory: Arc<dyn Directory>,
     /// The security channel's endpoint.
     pub endpoint: Arc<ChannelEndpoint>,
     /// Counters.
@@ -85,10 +87,10 @@ pub struct WorkflowServices {
 impl CaseWorkflow {
     /// A case workflow over the given services.
     pub fn new(services: WorkflowServices, settings: WorkflowSettings) -> Self {
-        let WorkflowServices { store, connector, runner, updater, tokens, graph, endpoint, metrics } = services;
+        let WorkflowServices { store, replies, runner, updater, tokens, directory, endpoint, metrics } = services;
         let refusals = RateLimiter::new(settings.refusals_per_minute);
         let quiet_senders = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
-        Self { store, connector, runner, updater, tokens, graph, endpoint, settings, metrics, refusals, quiet_senders }
+        Self { store, replies, runner, updater, tokens, directory, endpoint, settings, metrics, refusals, quiet_senders }
     }
 
     /// Replies with text in the activity's thread.
@@ -113,7 +115,7 @@ impl CaseWorkflow {
             tracing::warn!("activity without conversation or id; no reply sent");
             return;
         };
-        if let Err(err) = self.connector.reply_to_activity(incoming.service_url(), &conversation.id, activity_id, &reply).await {
+        if let Err(err) = self.replies.reply_to_activity(incoming.service_url(), &conversation.id, activity_id, &reply).await {
             tracing::error!(error = %err, "could not send the reply");
         }
     }
