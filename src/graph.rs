@@ -172,6 +172,10 @@ impl Directory for GraphClient {
     }
 }
 
+/// The header that carries our own id of a Graph call; Graph echoes it and logs it with its own
+/// `request-id`.
+pub const CLIENT_REQUEST_ID: &str = "client-request-id";
+
 /// Client for Microsoft Graph.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -219,8 +223,13 @@ impl GraphClient {
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(u16, Option<Value>), GraphFailure> {
         let started = std::time::Instant::now();
-        let result =
-            crate::outbound::send_with_retry(&self.retry, &RETRY_STATUSES, false, || build().bearer_auth(token.expose_secret())).await;
+        // Our own id on every call (the same on its retries), so that a call can be found in
+        // Graph's logs and in Microsoft support cases from our log line.
+        let client_request_id = uuid::Uuid::new_v4().to_string();
+        let result = crate::outbound::send_with_retry(&self.retry, &RETRY_STATUSES, false, || {
+            build().bearer_auth(token.expose_secret()).header(CLIENT_REQUEST_ID, &client_request_id)
+        })
+        .await;
         self.metrics.observe("chatwarden_graph_call_duration_seconds", &[("operation", operation)], started.elapsed().as_secs_f64());
         let response = match result {
             Ok(response) => response,
@@ -232,7 +241,17 @@ impl GraphClient {
         };
         let status = response.status();
         self.metrics.inc("chatwarden_graph_calls_total", &[("operation", operation), ("status", status_label(status.as_u16()))]);
-        tracing::debug!(operation, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "Graph call");
+        // A header value has no control characters; a bound keeps a hostile one short in the log.
+        let request_id: String =
+            response.headers().get("request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(64).collect();
+        tracing::info!(
+            operation,
+            status = status.as_u16(),
+            client_request_id = %client_request_id,
+            graph.request_id = %request_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Graph call"
+        );
         let bytes = response.bytes().await.unwrap_or_default();
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {

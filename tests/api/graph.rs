@@ -575,3 +575,41 @@ async fn a_batch_answered_200_with_an_unreadable_body_fails_its_targets_instead_
         assert_eq!(result.graph_status, None, "no Graph status was recorded for an answer that could not be read");
     }
 }
+
+#[tokio::test]
+async fn every_graph_call_carries_its_own_client_request_id_the_same_on_retries() {
+    let fx = fx().await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/users/user-oid/revokeSignInSessions"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&fx.graph_server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/users/user-oid/revokeSignInSessions"))
+        .respond_with(ResponseTemplate::new(200).insert_header("request-id", "graph-side-id").set_body_json(json!({"value": true})))
+        .mount(&fx.graph_server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users/alice%40contoso.com"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "alice-oid", "userPrincipalName": "alice@contoso.com"})))
+        .mount(&fx.graph_server)
+        .await;
+    assert_eq!(fx.graph.revoke_sessions(&token("approver-token"), "user-oid").await, Ok(200));
+    fx.graph.user(&token("approver-token"), "alice@contoso.com").await.unwrap().unwrap();
+    let ids: Vec<String> = fx
+        .graph_server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers.get("client-request-id").expect("a Graph call without client-request-id").to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        let parsed = uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("`{id}` is not a UUID: {e}"));
+        assert_eq!(parsed.get_version_num(), 4);
+    }
+    assert_eq!(ids[0], ids[1], "a retry keeps the call's id");
+    assert_ne!(ids[1], ids[2], "another call gets another id");
+}
