@@ -383,6 +383,15 @@ impl wiremock::Respond for FakeBatch {
     }
 }
 
+/// The token service hands the approver "approver-token", valid for an hour.
+async fn mount_approver_token(fx: &Fx) {
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(token_response("approver-token", 3600))
+        .mount(&fx.token_service)
+        .await;
+}
+
 fn bulk_case(n: usize) -> Case {
     Case {
         id: "CW-BULK1".into(),
@@ -424,11 +433,7 @@ fn bulk_case(n: usize) -> Case {
 #[tokio::test]
 async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() {
     let fx = fx().await;
-    Mock::given(method("GET"))
-        .and(path("/api/usertoken/GetToken"))
-        .respond_with(token_response("approver-token", 3600))
-        .mount(&fx.token_service)
-        .await;
+    mount_approver_token(&fx).await;
     Mock::given(method("POST"))
         .and(path("/v1.0/$batch"))
         .and(header("authorization", "Bearer approver-token"))
@@ -556,11 +561,7 @@ async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
 #[tokio::test]
 async fn a_batch_answered_200_with_an_unreadable_body_fails_its_targets_instead_of_passing_them() {
     let fx = fx().await;
-    Mock::given(method("GET"))
-        .and(path("/api/usertoken/GetToken"))
-        .respond_with(token_response("approver-token", 3600))
-        .mount(&fx.token_service)
-        .await;
+    mount_approver_token(&fx).await;
     Mock::given(method("POST"))
         .and(path("/v1.0/$batch"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"responses": "not a list"})))
