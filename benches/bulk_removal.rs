@@ -117,6 +117,8 @@ fn case(targets: usize, users: usize) -> Case {
                 status: TargetStatus::Pending,
                 graph_status: None,
                 detail: None,
+                graph_code: None,
+                receipt: None,
             })
             .collect(),
         evidence: vec![],
@@ -178,7 +180,7 @@ async fn main() {
             .remove_all_access(&token, target.thread_id.as_deref().unwrap(), target.user_oid.as_deref().unwrap(), TENANT)
             .await
             .unwrap();
-        assert_eq!(status, 204);
+        assert_eq!(status.status, 204);
     }
     let one_by_one = started.elapsed();
     let throttled_loop = limits.lock().unwrap().throttled;

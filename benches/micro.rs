@@ -147,6 +147,8 @@ fn cards(c: &mut Criterion) {
             status: TargetStatus::Pending,
             graph_status: None,
             detail: None,
+            graph_code: None,
+            receipt: None,
         }],
         evidence: vec!["5d7c3b1e-0a4f-4e61-9b2d-7f8e9a0b1c2d".into()],
     };

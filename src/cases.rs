@@ -154,6 +154,10 @@ pub struct Target {
     pub graph_status: Option<i64>,
     /// Plain-language outcome.
     pub detail: Option<String>,
+    /// Graph's error code, when it answered with one.
+    pub graph_code: Option<String>,
+    /// The Graph call's ids and date, once Graph was called.
+    pub receipt: Option<GraphReceipt>,
 }
 
 /// A target of a case about to be opened.
@@ -256,6 +260,40 @@ impl Case {
     }
 }
 
+/// The outcome of one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetResult {
+    /// Target position in the case.
+    pub position: i64,
+    /// Done, failed or skipped.
+    pub status: TargetStatus,
+    /// HTTP status Graph answered, if it was called.
+    pub graph_status: Option<i64>,
+    /// Plain-language outcome for the card and history.
+    pub detail: String,
+    /// The object id the target resolved to (UPN lookups).
+    pub user_oid: Option<String>,
+    /// Graph's error code, when it answered with one.
+    pub graph_code: Option<String>,
+    /// The Graph call's ids and date, when a call was made.
+    pub receipt: Option<GraphReceipt>,
+}
+
+/// What identifies one Graph call in Microsoft's logs and support cases: our own
+/// `client-request-id` (sent on every call, the same on its retries), Graph's `request-id` and
+/// the `date` Graph answered with. Kept per target as the proof of what Graph said.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct GraphReceipt {
+    /// The id chatwarden sent.
+    pub client_request_id: String,
+    /// The id Graph answered with, if it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Graph's `date` header, if it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+}
+
 /// One line of a case's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseEvent {
@@ -269,6 +307,8 @@ pub struct CaseEvent {
     pub kind: String,
     /// Details in plain words.
     pub detail: Option<String>,
+    /// Structured facts as compact JSON text (Graph's ids for a target, the approver's UPN).
+    pub data: Option<String>,
 }
 
 /// An admin's decision on a proposed case.

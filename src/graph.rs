@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::botframework::service_url::encode_component;
+pub use crate::cases::GraphReceipt;
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 
@@ -35,6 +36,17 @@ pub struct GraphFailure {
     pub status: u16,
     /// Graph error code (`Forbidden`, `itemNotFound`, ...), or a local description.
     pub code: String,
+    /// The call's ids and Graph's `date`, when a call was made.
+    pub receipt: Option<GraphReceipt>,
+}
+
+/// A Graph call that succeeded: its status and receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphAnswer {
+    /// The 2xx status.
+    pub status: u16,
+    /// The call's ids and date.
+    pub receipt: GraphReceipt,
 }
 
 /// A directory user.
@@ -75,6 +87,8 @@ pub struct BatchOutcome {
     pub code: String,
     /// How long Graph asked to wait before sending it again (throttled items).
     pub retry_after: Option<Duration>,
+    /// The receipt of the `$batch` call that carried it.
+    pub receipt: Option<GraphReceipt>,
 }
 
 impl BatchOutcome {
@@ -188,7 +202,13 @@ pub struct GraphClient {
 impl GraphFailure {
     /// Graph answered success, but with a body that is not what the API documents.
     fn unreadable(what: &str) -> Self {
-        Self { status: 0, code: format!("unreadable answer: {what}") }
+        Self { status: 0, code: format!("unreadable answer: {what}"), receipt: None }
+    }
+
+    /// The same failure with the receipt of the call that gave it.
+    fn with_receipt(mut self, receipt: &GraphReceipt) -> Self {
+        self.receipt = Some(receipt.clone());
+        self
     }
 }
 
@@ -213,7 +233,7 @@ impl GraphClient {
     /// The URL of `path` under `version`; a failure is an error, never the bare base URL.
     fn url(&self, version: &str, path: &str) -> Result<Url, GraphFailure> {
         let text = format!("{}/{version}{path}", self.base.as_str().trim_end_matches('/'));
-        Url::parse(&text).map_err(|_| GraphFailure { status: 0, code: "invalid request URL".into() })
+        Url::parse(&text).map_err(|_| GraphFailure { status: 0, code: "invalid request URL".into(), receipt: None })
     }
 
     async fn send(
@@ -221,7 +241,7 @@ impl GraphClient {
         operation: &'static str,
         token: &SecretString,
         build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<(u16, Option<Value>), GraphFailure> {
+    ) -> Result<(GraphAnswer, Option<Value>), GraphFailure> {
         let started = std::time::Instant::now();
         // Our own id on every call (the same on its retries), so that a call can be found in
         // Graph's logs and in Microsoft support cases from our log line.
@@ -236,26 +256,36 @@ impl GraphClient {
             Err(err) => {
                 self.metrics.inc("chatwarden_graph_calls_total", &[("operation", operation), ("status", "network_error")]);
                 let code = if err.is_timeout() { "timeout" } else { "unreachable" };
-                return Err(GraphFailure { status: 0, code: code.into() });
+                let receipt = GraphReceipt { client_request_id, request_id: None, date: None };
+                return Err(GraphFailure { status: 0, code: code.into(), receipt: Some(receipt) });
             }
         };
         let status = response.status();
         self.metrics.inc("chatwarden_graph_calls_total", &[("operation", operation), ("status", status_label(status.as_u16()))]);
         // A header value has no control characters; a bound keeps a hostile one short in the log.
-        let request_id: String =
-            response.headers().get("request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(64).collect();
+        let header = |name: &str| -> Option<String> {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(64).collect())
+                .filter(|v: &String| !v.is_empty())
+        };
+        let request_id = header("request-id");
+        let date = header("date");
         tracing::info!(
             operation,
             status = status.as_u16(),
             client_request_id = %client_request_id,
-            graph.request_id = %request_id,
+            graph.request_id = request_id.as_deref().unwrap_or_default(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Graph call"
         );
+        let receipt = GraphReceipt { client_request_id, request_id, date };
         let bytes = response.bytes().await.unwrap_or_default();
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
-            Ok((status.as_u16(), body))
+            Ok((GraphAnswer { status: status.as_u16(), receipt }, body))
         } else {
             let code = body
                 .as_ref()
@@ -263,7 +293,7 @@ impl GraphClient {
                 .and_then(|e| e.error)
                 .map(|e| e.code)
                 .unwrap_or_default();
-            Err(GraphFailure { status: status.as_u16(), code })
+            Err(GraphFailure { status: status.as_u16(), code, receipt: Some(receipt) })
         }
     }
 
@@ -274,16 +304,16 @@ impl GraphClient {
         chat_id: &str,
         user_oid: &str,
         tenant_id: &str,
-    ) -> Result<u16, GraphFailure> {
+    ) -> Result<GraphAnswer, GraphFailure> {
         let url = self.url(self.removal_version.as_str(), &remove_access_path(chat_id))?;
         let body = remove_access_body(user_oid, tenant_id);
-        self.send("remove_all_access", token, || self.http.post(url.clone()).json(&body)).await.map(|(status, _)| status)
+        self.send("remove_all_access", token, || self.http.post(url.clone()).json(&body)).await.map(|(answer, _)| answer)
     }
 
     /// `POST /v1.0/users/{id}/revokeSignInSessions`; any 2xx is success.
-    pub async fn revoke_sessions(&self, token: &SecretString, user: &str) -> Result<u16, GraphFailure> {
+    pub async fn revoke_sessions(&self, token: &SecretString, user: &str) -> Result<GraphAnswer, GraphFailure> {
         let url = self.url("v1.0", &revoke_path(user))?;
-        self.send("revoke_sessions", token, || self.http.post(url.clone()).header("content-length", "0")).await.map(|(status, _)| status)
+        self.send("revoke_sessions", token, || self.http.post(url.clone()).header("content-length", "0")).await.map(|(answer, _)| answer)
     }
 
     /// `GET /v1.0/users/{upn}?$select=id,userPrincipalName,displayName`; `None` when not found.
@@ -362,9 +392,11 @@ impl GraphClient {
             })
             .collect();
         let payload = json!({"requests": requests});
-        let (_, body) = self.send("batch", token, || self.http.post(url.clone()).json(&payload)).await?;
-        let parsed: BatchResponse =
-            body.and_then(|b| serde_json::from_value(b).ok()).ok_or_else(|| GraphFailure::unreadable("invalid batch body"))?;
+        let (answer, body) = self.send("batch", token, || self.http.post(url.clone()).json(&payload)).await?;
+        let receipt = answer.receipt;
+        let parsed: BatchResponse = body
+            .and_then(|b| serde_json::from_value(b).ok())
+            .ok_or_else(|| GraphFailure::unreadable("invalid batch body").with_receipt(&receipt))?;
         let mut outcomes: HashMap<String, BatchOutcome> = HashMap::new();
         for response in parsed.responses {
             if !items.iter().any(|i| i.id == response.id) {
@@ -377,8 +409,13 @@ impl GraphClient {
                 .and_then(|(_, v)| v.trim().parse::<f64>().ok())
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .map(|s| Duration::from_secs_f64(s).min(self.retry.max_delay));
-            let outcome =
-                BatchOutcome { id: response.id.clone(), status: response.status, code: error_code(response.body.as_ref()), retry_after };
+            let outcome = BatchOutcome {
+                id: response.id.clone(),
+                status: response.status,
+                code: error_code(response.body.as_ref()),
+                retry_after,
+                receipt: Some(receipt.clone()),
+            };
             if !outcome.retryable() {
                 self.metrics.inc("chatwarden_graph_batch_items_total", &[("status", status_label(response.status))]);
             } else {
@@ -395,6 +432,7 @@ impl GraphClient {
                     status: 0,
                     code: "missing from batch response".into(),
                     retry_after: None,
+                    receipt: Some(receipt.clone()),
                 })
             })
             .collect())

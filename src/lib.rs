@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod execution;
 pub mod graph;
+pub mod history;
 pub mod http;
 pub mod manifest;
 pub mod metrics;

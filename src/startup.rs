@@ -30,6 +30,7 @@ use crate::audit::poller::{ManagementPoller, PollSettings};
 use crate::config::{RetryPolicy, TokenMode};
 use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor};
 use crate::graph::GraphClient;
+use crate::history::{ForwardSettings, Forwarder, HistoryRetention};
 use crate::http::{AlertIntake, AppState, build_app};
 use crate::metrics::Metrics;
 use crate::outbound::ClientSetupError;
@@ -115,7 +116,6 @@ fn spawn_retention(store: Store, retention: Duration) -> tokio::task::JoinHandle
                 Ok(pruned) => tracing::info!(
                     audit_records = pruned.audit_records,
                     dedupe_keys = pruned.dedupe_keys,
-                    refusals = pruned.refusals,
                     poll_contents = pruned.poll_contents,
                     "retention sweep pruned old rows"
                 ),
@@ -187,6 +187,20 @@ impl Application {
         background.push(runner.spawn_sweeper(config.execution.sweep_interval));
         if let Some(retention) = config.retention {
             background.push(spawn_retention(store.clone(), retention));
+        }
+        if let (Some(keep), Some(secret)) = (config.history.retention, &config.history.secret) {
+            let retention = HistoryRetention { keep, secret: secret.clone(), forwarding: config.history.forward.is_some() };
+            background.push(retention.spawn(store.clone()));
+        }
+        if let Some(target) = &config.history.forward {
+            let settings = ForwardSettings {
+                url: target.url.clone(),
+                secret: target.secret.clone(),
+                timeout: config.retry.request_timeout,
+                max_backoff: config.history.forward_max_backoff,
+                idle: config.execution.sweep_interval.min(Duration::from_secs(1)),
+            };
+            background.push(Arc::new(Forwarder::new(store.clone(), settings, Arc::clone(&metrics))?).spawn());
         }
         let endpoint = Arc::new(ChannelEndpoint::new(config.service_url.as_ref().map(Url::to_string), store.clone(), allowlist.clone()));
         let alert_settings = AlertSettings {

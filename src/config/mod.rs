@@ -23,6 +23,7 @@ pub use crate::graph::RemovalApiVersion;
 
 mod parse;
 mod redact;
+mod retention;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -215,8 +216,10 @@ pub struct Config {
     pub refusals_per_minute: u32,
     /// Graph version for `removeAllAccessForUser`.
     pub removal_api_version: RemovalApiVersion,
-    /// How long audit records, activity dedupe keys and refusals are kept; `None` = forever.
+    /// How long audit records, activity dedupe keys and poll contents are kept; `None` = forever.
     pub retention: Option<Duration>,
+    /// History retention, checkpoint signing and forwarding.
+    pub history: HistorySettings,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.
@@ -229,6 +232,29 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Each setting's effective text for [`Config::redacted`] (secrets already redacted).
     effective: BTreeMap<&'static str, String>,
+}
+
+/// What happens to the history beyond the database.
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    /// How long history events are kept; `None` = forever.
+    pub retention: Option<Duration>,
+    /// Signs (and checks) the checkpoints history retention leaves.
+    pub secret: Option<SecretString>,
+    /// Where every event is forwarded; `None` = nowhere.
+    pub forward: Option<ForwardTarget>,
+    /// The longest wait between forwarding attempts after failures (not an environment
+    /// setting; tests shorten it).
+    pub forward_max_backoff: Duration,
+}
+
+/// A SIEM endpoint that receives every history event.
+#[derive(Debug, Clone)]
+pub struct ForwardTarget {
+    /// The receiver's URL.
+    pub url: Url,
+    /// The HMAC-SHA256 key of the signature header.
+    pub secret: SecretString,
 }
 
 /// One problem with one setting.

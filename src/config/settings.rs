@@ -163,10 +163,32 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "CHATWARDEN_RETENTION_DAYS",
         "retention_days",
-        "prune audit records, dedupe keys and refusals older than this many days (0 = keep everything, else 8 or more)",
+        "prune audit records, dedupe keys and fetched poll contents older than this many days (0 = keep everything, else 8 or more)",
         Some("0"),
         false,
     ),
+    setting(
+        "CHATWARDEN_HISTORY_RETENTION_DAYS",
+        "history_retention_days",
+        "prune history events older than this many days from the start of the chain, keeping a signed checkpoint (0 = keep everything)",
+        Some("0"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_HISTORY_SECRET",
+        "history_secret",
+        "HMAC-SHA256 key that signs history checkpoints (required with CHATWARDEN_HISTORY_RETENTION_DAYS; `history --verify` checks them with it)",
+        None,
+        true,
+    ),
+    setting(
+        "CHATWARDEN_FORWARD_URL",
+        "forward_url",
+        "every history event is POSTed there in order, signed, once per Idempotency-Key (https, or http on a loopback host; off if unset)",
+        None,
+        false,
+    ),
+    setting("CHATWARDEN_FORWARD_SECRET", "forward_secret", "HMAC-SHA256 key of forwarded events' X-Chatwarden-Signature-256", None, true),
     setting("CHATWARDEN_CASE_TTL_HOURS", "case_ttl_hours", "hours a case waits for a decision before it expires", Some("24"), false),
     setting(
         "CHATWARDEN_REQUIRE_SECOND_APPROVER",

@@ -12,9 +12,9 @@ use super::parse::{
     RawSettings, check_url, is_guid, lower_case_list, parse_bool, parse_public_host, parse_url, require, require_guid, value_or_default,
 };
 use super::redact::effective_values;
+use super::retention::{history_settings, retention};
 use super::{
-    AppCredentials, Config, ConfigErrors, Endpoints, ExecutionPolicy, KeyRefreshPolicy, MIN_RETENTION_DAYS, Mode, RetryPolicy,
-    SecurityScope, TokenMode,
+    AppCredentials, Config, ConfigErrors, Endpoints, ExecutionPolicy, KeyRefreshPolicy, Mode, RetryPolicy, SecurityScope, TokenMode,
 };
 use crate::audit::detection::DetectionRules;
 use crate::botframework::service_url::HostAllowlist;
@@ -41,6 +41,7 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
     let limits = limits(&mut raw);
     let removal_api_version = removal_api_version(&mut raw);
     let retention = retention(&mut raw);
+    let history = history_settings(&mut raw);
 
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
@@ -78,6 +79,7 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
         refusals_per_minute: limits.refusals_per_minute,
         removal_api_version,
         retention,
+        history,
         detection,
         audit_poll,
         audit_lookback,
@@ -408,23 +410,6 @@ fn removal_api_version(raw: &mut RawSettings) -> RemovalApiVersion {
             let other = other.to_owned();
             raw.problem("CHATWARDEN_REMOVAL_API_VERSION", format!("`{other}` must be v1.0 or beta"));
             RemovalApiVersion::V1
-        }
-    }
-}
-
-fn retention(raw: &mut RawSettings) -> Option<Duration> {
-    let retention_text = value_or_default(raw, "CHATWARDEN_RETENTION_DAYS").trim().to_owned();
-    match retention_text.parse::<u64>() {
-        Ok(0) => None,
-        // The Management Activity API serves content for 7 days: nothing younger may be pruned,
-        // or the poller's look-back could bring a pruned record back as new.
-        Ok(days) if (MIN_RETENTION_DAYS..=36_500).contains(&days) => Some(Duration::from_secs(days * 24 * 3600)),
-        _ => {
-            raw.problem(
-                "CHATWARDEN_RETENTION_DAYS",
-                format!("`{retention_text}` must be 0 (keep everything) or a number of days from {MIN_RETENTION_DAYS} to 36500"),
-            );
-            None
         }
     }
 }

@@ -14,7 +14,10 @@ use secrecy::SecretString;
 
 use super::{CaseExecutor, TargetResult};
 use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
-use crate::graph::{BatchItem, BatchOutcome, GraphClient, GraphFailure, MAX_BATCH, remove_access_body, remove_access_path, revoke_path};
+use crate::graph::{
+    BatchItem, BatchOutcome, GraphAnswer, GraphClient, GraphFailure, GraphReceipt, MAX_BATCH, remove_access_body, remove_access_path,
+    revoke_path,
+};
 use crate::tokens::DelegatedTokens;
 
 /// Plain-language outcome of a Graph status for one kind of action.
@@ -51,14 +54,27 @@ pub fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String
 
 /// A target's result from Graph's status and error code (status 0: no usable answer, so no
 /// Graph status is recorded).
-fn target_result(kind: CaseKind, target: &Target, oid: String, status_code: u16, code: &str) -> TargetResult {
-    let (status, detail) = explain(kind, status_code, code);
+fn target_result(kind: CaseKind, target: &Target, oid: String, answer: GraphOutcome) -> TargetResult {
+    let (status_code, code, receipt) = answer;
+    let (status, detail) = explain(kind, status_code, &code);
     TargetResult {
         position: target.position,
         status,
         graph_status: (status_code != 0).then_some(i64::from(status_code)),
         detail,
         user_oid: Some(oid),
+        graph_code: Some(code).filter(|c| !c.is_empty()),
+        receipt,
+    }
+}
+
+/// What Graph answered for one target: status (0 = no usable answer), error code, receipt.
+type GraphOutcome = (u16, String, Option<GraphReceipt>);
+
+fn outcome_of(result: Result<GraphAnswer, GraphFailure>) -> GraphOutcome {
+    match result {
+        Ok(answer) => (answer.status, String::new(), Some(answer.receipt)),
+        Err(failure) => (failure.status, failure.code, failure.receipt),
     }
 }
 
@@ -115,6 +131,8 @@ fn failed_all(targets: &[&Target], detail: &str) -> Vec<TargetResult> {
             graph_status: None,
             detail: detail.to_owned(),
             user_oid: None,
+            graph_code: None,
+            receipt: None,
         })
         .collect()
 }
@@ -141,7 +159,7 @@ impl GraphExecutor {
                         *token = fresh;
                         call(token.clone()).await
                     }
-                    _ => Err(GraphFailure { status: 401, code: "sign-in expired".into() }),
+                    _ => Err(GraphFailure { status: 401, code: "sign-in expired".into(), receipt: None }),
                 }
             }
             other => other,
@@ -169,15 +187,19 @@ impl GraphExecutor {
                 graph_status: Some(404),
                 detail: format!("no user {} in the directory: nothing to do", target.user_ref),
                 user_oid: None,
+                graph_code: None,
+                receipt: None,
             }),
             Err(failure) => {
                 let (status, detail) = explain(CaseKind::RevokeSessions, failure.status, &failure.code);
                 Err(TargetResult {
                     position: target.position,
                     status,
-                    graph_status: Some(i64::from(failure.status)),
+                    graph_status: (failure.status != 0).then_some(i64::from(failure.status)),
                     detail: format!("could not look up {}: {detail}", target.user_ref),
                     user_oid: None,
+                    graph_code: Some(failure.code).filter(|c| !c.is_empty()),
+                    receipt: failure.receipt,
                 })
             }
         }
@@ -202,11 +224,7 @@ impl GraphExecutor {
                 .await
             }
         };
-        let (status_code, code) = match &result {
-            Ok(status) => (*status, String::new()),
-            Err(failure) => (failure.status, failure.code.clone()),
-        };
-        target_result(kind, target, oid, status_code, &code)
+        target_result(kind, target, oid, outcome_of(result))
     }
 
     /// Runs many targets through `$batch`, paced to Graph's limit; throttled items go back in
@@ -229,7 +247,7 @@ impl GraphExecutor {
         let start = tokio::time::Instant::now();
         // (index into work, attempts so far, not before); kept in not-before order.
         let mut queue: VecDeque<(usize, u32, tokio::time::Instant)> = (0..work.len()).map(|i| (i, 0, start)).collect();
-        let mut finals: Vec<Option<(u16, String)>> = vec![None; work.len()];
+        let mut finals: Vec<Option<GraphOutcome>> = vec![None; work.len()];
         let mut pacer = Pacer::new(self.items_per_second);
         let mut refreshed = false;
         while let Some(&(_, _, first_ready)) = queue.front() {
@@ -248,11 +266,17 @@ impl GraphExecutor {
                 // A refused token refuses every item: handled below like per-item 401s.
                 Err(failure) if failure.status == 401 => items
                     .iter()
-                    .map(|item| BatchOutcome { id: item.id.clone(), status: 401, code: failure.code.clone(), retry_after: None })
+                    .map(|item| BatchOutcome {
+                        id: item.id.clone(),
+                        status: 401,
+                        code: failure.code.clone(),
+                        retry_after: None,
+                        receipt: failure.receipt.clone(),
+                    })
                     .collect(),
                 Err(failure) => {
                     for (i, _, _) in sending {
-                        finals[i] = Some((failure.status, failure.code.clone()));
+                        finals[i] = Some((failure.status, failure.code.clone(), failure.receipt.clone()));
                     }
                     continue;
                 }
@@ -265,7 +289,7 @@ impl GraphExecutor {
                 } else if outcome.status == 401 && !refreshed {
                     unauthorised.push((i, attempts, tokio::time::Instant::now()));
                 } else {
-                    finals[i] = Some((outcome.status, outcome.code));
+                    finals[i] = Some((outcome.status, outcome.code, outcome.receipt));
                 }
             }
             if !unauthorised.is_empty() {
@@ -276,7 +300,7 @@ impl GraphExecutor {
                     }
                 } else {
                     for (i, _, _) in unauthorised {
-                        finals[i] = Some((401, "sign-in expired".into()));
+                        finals[i] = Some((401, "sign-in expired".into(), None));
                     }
                 }
             }
@@ -285,10 +309,7 @@ impl GraphExecutor {
         }
         work.iter()
             .zip(finals)
-            .map(|((target, oid), outcome)| {
-                let (status_code, code) = outcome.unwrap_or((0, "never sent".into()));
-                target_result(kind, target, oid.clone(), status_code, &code)
-            })
+            .map(|((target, oid), outcome)| target_result(kind, target, oid.clone(), outcome.unwrap_or((0, "never sent".into(), None))))
             .collect()
     }
 
@@ -333,6 +354,8 @@ impl CaseExecutor for GraphExecutor {
                     graph_status: None,
                     detail: "skipped: these are the approver's own sessions (revoke them separately)".into(),
                     user_oid: Some(approver.oid.clone()),
+                    graph_code: None,
+                    receipt: None,
                 });
                 continue;
             }

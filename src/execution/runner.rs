@@ -6,24 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::cases::TargetResult;
 use crate::cases::{Case, CaseState, TargetStatus, final_state, now_ms};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-
-/// The outcome of one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetResult {
-    /// Target position in the case.
-    pub position: i64,
-    /// Done, failed or skipped.
-    pub status: TargetStatus,
-    /// HTTP status Graph answered, if it was called.
-    pub graph_status: Option<i64>,
-    /// Plain-language outcome for the card and history.
-    pub detail: String,
-    /// The object id the target resolved to (UPN lookups).
-    pub user_oid: Option<String>,
-}
 
 /// Carries out a case's targets (the Graph calls).
 #[async_trait]
@@ -55,6 +41,8 @@ impl CaseExecutor for UnavailableExecutor {
                 graph_status: None,
                 detail: "Graph execution is not available on this instance".into(),
                 user_oid: None,
+                graph_code: None,
+                receipt: None,
             })
             .collect()
     }
@@ -113,17 +101,7 @@ impl CaseRunner {
             }
         };
         for result in &results {
-            self.store
-                .record_target(
-                    &case.id,
-                    result.position,
-                    result.status,
-                    result.graph_status,
-                    &result.detail,
-                    result.user_oid.as_deref(),
-                    now_ms(),
-                )
-                .await?;
+            self.store.record_target(&case.id, result, now_ms()).await?;
         }
         let recorded = self.store.case(&case.id).await?.unwrap_or(case);
         let state = final_state(&recorded.targets);

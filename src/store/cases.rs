@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use super::dedupe::claim_activity;
 use super::events::insert_event;
 use super::{Store, StoreError};
-use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, CaseState, NewCase, Target, TargetStatus, new_case_id};
+use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, CaseState, GraphReceipt, NewCase, Target, TargetStatus, new_case_id};
 
 /// Result of opening a case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +92,13 @@ fn target_from_row(row: &AnyRow) -> Result<Target, StoreError> {
         status: TargetStatus::parse(&status).ok_or_else(|| corrupt("target status", &status))?,
         graph_status: row.try_get("graph_status")?,
         detail: row.try_get("detail")?,
+        graph_code: row.try_get("graph_code")?,
+        receipt: row
+            .try_get::<Option<String>, _>("client_request_id")?
+            .map(|client_request_id| -> Result<_, StoreError> {
+                Ok(GraphReceipt { client_request_id, request_id: row.try_get("graph_request_id")?, date: row.try_get("graph_date")? })
+            })
+            .transpose()?,
     })
 }
 
@@ -189,7 +196,8 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let mut case = case_from_row(&row)?;
         let targets = sqlx::query(
-            "SELECT position, thread_id, user_ref, user_oid, user_tenant_id, display_name, status, graph_status, detail \
+            "SELECT position, thread_id, user_ref, user_oid, user_tenant_id, display_name, status, graph_status, detail, \
+             graph_code, graph_request_id, client_request_id, graph_date \
              FROM case_targets WHERE case_id = $1 ORDER BY position",
         )
         .bind(id)

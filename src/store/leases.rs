@@ -2,10 +2,10 @@
 //! renewing the lease, recording each target's outcome, finishing, and the cases waiting to be
 //! claimed.
 
-use super::events::insert_event;
+use super::events::{insert_event, insert_event_with_data};
 use super::pairs::release_alert_key;
 use super::{Store, StoreError};
-use crate::cases::{Case, CaseState, TargetStatus};
+use crate::cases::{Case, CaseState, TargetResult};
 
 impl Store {
     /// Claims a case for execution: `approved -> executing`, or an `executing` case whose lease
@@ -42,34 +42,40 @@ impl Store {
         Ok(renewed.rows_affected() == 1)
     }
 
-    /// Records one target's outcome (and the object id it resolved to).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_target(
-        &self,
-        case_id: &str,
-        position: i64,
-        status: TargetStatus,
-        graph_status: Option<i64>,
-        detail: &str,
-        user_oid: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    /// Records one target's outcome: its state, Graph's status, error code, request ids and
+    /// date, and the object id it resolved to; its event carries the same facts as data.
+    pub async fn record_target(&self, case_id: &str, result: &TargetResult, now: i64) -> Result<(), StoreError> {
+        let receipt = result.receipt.as_ref();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE case_targets SET status = $1, graph_status = $2, detail = $3, user_oid = COALESCE($4, user_oid), updated_at = $5 \
-             WHERE case_id = $6 AND position = $7",
+            "UPDATE case_targets SET status = $1, graph_status = $2, detail = $3, user_oid = COALESCE($4, user_oid), updated_at = $5, \
+             graph_code = $6, graph_request_id = $7, client_request_id = $8, graph_date = $9 WHERE case_id = $10 AND position = $11",
         )
-        .bind(status.as_str())
-        .bind(graph_status)
-        .bind(detail)
-        .bind(user_oid)
+        .bind(result.status.as_str())
+        .bind(result.graph_status)
+        .bind(&result.detail)
+        .bind(result.user_oid.as_deref())
         .bind(now)
+        .bind(result.graph_code.as_deref())
+        .bind(receipt.and_then(|r| r.request_id.as_deref()))
+        .bind(receipt.map(|r| r.client_request_id.as_str()))
+        .bind(receipt.and_then(|r| r.date.as_deref()))
         .bind(case_id)
-        .bind(position)
+        .bind(result.position)
         .execute(&mut *tx)
         .await?;
-        let event = format!("target {position}: {detail}");
-        insert_event(&mut tx, Some(case_id), None, &format!("target_{}", status.as_str()), Some(&event), now).await?;
+        let event = format!("target {}: {}", result.position, result.detail);
+        let data = serde_json::json!({
+            "target": result.position,
+            "status": result.status.as_str(),
+            "graph_status": result.graph_status,
+            "graph_code": result.graph_code,
+            "user_oid": result.user_oid,
+            "graph": receipt,
+        })
+        .to_string();
+        let kind = format!("target_{}", result.status.as_str());
+        insert_event_with_data(&mut tx, Some(case_id), None, &kind, Some(&event), Some(&data), now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -8,6 +8,7 @@ mod cases;
 mod decisions;
 mod dedupe;
 mod events;
+mod history;
 mod leases;
 mod pairs;
 mod poll_state;
@@ -18,6 +19,7 @@ mod sql;
 
 pub use cases::Created;
 pub use decisions::DecisionOutcome;
+pub use history::{EventFilter, Verified, VerifyError};
 pub use pairs::Pair;
 pub use retention::Pruned;
 
@@ -138,6 +140,10 @@ impl Store {
         }
         let store = Self { pool, backend };
         store.reindex_audit_if_asked().await?;
+        let sealed = store.seal_unchained_events().await?;
+        if sealed > 0 {
+            tracing::info!(events = sealed, "sealed the history written before the hash chain");
+        }
         Ok(store)
     }
 

@@ -50,16 +50,25 @@ impl Store {
         F: std::future::Future<Output = T>,
     {
         const POLL_LOCK: i64 = 0x6368_6174_7761_7264; // "chatward"
+        self.with_advisory_lock(POLL_LOCK, work).await
+    }
+
+    /// Runs `work` only if this process holds the PostgreSQL advisory lock `key` (one replica at
+    /// a time), or at once on SQLite (one instance). Returns `None` when another replica holds it.
+    pub async fn with_advisory_lock<T, F>(&self, key: i64, work: F) -> Result<Option<T>, StoreError>
+    where
+        F: std::future::Future<Output = T>,
+    {
         if self.backend() != Backend::Postgres {
             return Ok(Some(work.await));
         }
         let mut conn = self.pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(POLL_LOCK).fetch_one(&mut *conn).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
         if !locked {
             return Ok(None);
         }
         let result = work.await;
-        let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)").bind(POLL_LOCK).fetch_one(&mut *conn).await?;
+        let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)").bind(key).fetch_one(&mut *conn).await?;
         Ok(Some(result))
     }
 }

@@ -1,6 +1,7 @@
-//! Retention: audit records, activity dedupe keys, refusals and fetched poll contents older than
-//! the configured age are deleted in bounded batches. What a case needs is kept: records that are
-//! evidence of a case, and the keys of open cases. Case history is not pruned here.
+//! Retention: audit records, activity dedupe keys and fetched poll contents older than the
+//! configured age are deleted in bounded batches. What a case needs is kept: records that are
+//! evidence of a case, and the keys of open cases. The history (refusals included) is one hash
+//! chain and is pruned only from its start, by history retention (`store::history`).
 
 use sqlx::Row as _;
 
@@ -14,8 +15,6 @@ pub struct Pruned {
     pub audit_records: u64,
     /// Activity and alert dedupe keys of closed or no cases.
     pub dedupe_keys: u64,
-    /// Refusals (events that concern no case).
-    pub refusals: u64,
     /// Poll content ids already fetched.
     pub poll_contents: u64,
 }
@@ -29,7 +28,6 @@ impl Pruned {
     fn add(&mut self, other: Pruned) {
         self.audit_records += other.audit_records;
         self.dedupe_keys += other.dedupe_keys;
-        self.refusals += other.refusals;
         self.poll_contents += other.poll_contents;
     }
 }
@@ -49,12 +47,6 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        let refusals = sqlx::query("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE case_id IS NULL AND at < $1 LIMIT $2)")
-            .bind(cutoff)
-            .bind(batch)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
         let poll_contents = sqlx::query(
             "DELETE FROM poll_contents WHERE content_id IN (SELECT content_id FROM poll_contents WHERE fetched_at < $1 LIMIT $2)",
         )
@@ -64,7 +56,7 @@ impl Store {
         .await?
         .rows_affected();
         let (audit_records, next) = self.prune_audit_batch(cutoff, after, batch).await?;
-        Ok((Pruned { audit_records, dedupe_keys, refusals, poll_contents }, next))
+        Ok((Pruned { audit_records, dedupe_keys, poll_contents }, next))
     }
 
     /// Deletes the records among the `batch` oldest after `after` that were received before

@@ -54,6 +54,8 @@ fn sample(state: CaseState, targets: usize, evidence: bool) -> Case {
                 status: if i % 2 == 0 { TargetStatus::Done } else { TargetStatus::Failed },
                 graph_status: Some(204),
                 detail: Some("removed".into()),
+                graph_code: None,
+                receipt: None,
             })
             .collect(),
         evidence: if evidence { vec!["3a951c24-3214-5529-b2fe-097628a39ecd".into()] } else { vec![] },
@@ -83,8 +85,14 @@ fn result_cards_are_valid_in_every_state() {
 
 #[test]
 fn status_and_history_cards_are_valid() {
-    let events =
-        vec![CaseEvent { at: 1, actor_oid: None, actor_name: Some("Dana".into()), kind: "requested".into(), detail: Some("x".into()) }];
+    let events = vec![CaseEvent {
+        at: 1,
+        actor_oid: None,
+        actor_name: Some("Dana".into()),
+        kind: "requested".into(),
+        detail: Some("x".into()),
+        data: None,
+    }];
     assert_valid("status card", &cards::status_card(&sample(CaseState::Done, 2, true), &events));
     assert_valid("history card", &cards::history_card(&[sample(CaseState::Done, 5, true), sample(CaseState::Proposed, 1, false)]));
     assert_valid("empty history card", &cards::history_card(&[]));

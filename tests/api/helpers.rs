@@ -131,8 +131,23 @@ impl CaseExecutor for RecordingExecutor {
                 graph_status: Some(204),
                 detail: "removed".into(),
                 user_oid: None,
+                graph_code: None,
+                receipt: None,
             })
             .collect()
+    }
+}
+
+/// A target's outcome as an executor reports it, with no Graph receipt.
+pub fn target_result(position: i64, status: TargetStatus, graph_status: Option<i64>, detail: &str, user_oid: Option<&str>) -> TargetResult {
+    TargetResult {
+        position,
+        status,
+        graph_status,
+        detail: detail.into(),
+        user_oid: user_oid.map(str::to_owned),
+        graph_code: None,
+        receipt: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod cli;
 mod connector;
 mod graph;
 mod helpers;
+mod history;
 mod hostile;
 mod kill;
 mod revoke;

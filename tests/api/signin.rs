@@ -405,7 +405,7 @@ async fn done_bulk_removal(store: &Store, users: &[&str]) -> String {
     store.decide(&case.id, &approver, Decision::Approve, None, &policy, now_ms()).await.unwrap();
     store.claim_for_execution(&case.id, "test-runner", 60_000, now_ms()).await.unwrap().unwrap();
     for position in 0..users.len() as i64 {
-        store.record_target(&case.id, position, TargetStatus::Done, Some(204), "removed", None, now_ms()).await.unwrap();
+        store.record_target(&case.id, &target_result(position, TargetStatus::Done, Some(204), "removed", None), now_ms()).await.unwrap();
     }
     assert!(store.finish(&case.id, "test-runner", CaseState::Done, now_ms()).await.unwrap());
     case.id

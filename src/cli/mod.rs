@@ -1,4 +1,7 @@
-//! Command-line interface: `serve`, `dev`, `check-config`, `manifest`, `history`.
+//! Command-line interface: `serve`, `dev`, `check-config`, `manifest`, `history`, `export`,
+//! `verify-export`.
+
+mod audit_trail;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use secrecy::ExposeSecret as _;
 use crate::cards;
 use crate::cases::Case;
 use crate::config::{Config, Mode, PackageSettings};
+use crate::history::ExportFormat;
 use crate::startup::Application;
 use crate::store::Store;
 use crate::telemetry::{self, LogFormat};
@@ -54,6 +58,32 @@ pub enum CliCommand {
         /// Show one case with all its events instead.
         #[arg(long, value_name = "CASE_ID")]
         case: Option<String>,
+        /// Walk the whole hash chain instead and name the first event that does not match.
+        #[arg(long, conflicts_with = "case")]
+        verify: bool,
+    },
+    /// Write the history (every event with its hash) as JSON Lines or CSV, streamed.
+    Export {
+        /// Events at or after: a date (2026-11-01), an RFC 3339 time or an age (90m, 24h, 30d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Events before: a date, an RFC 3339 time or an age.
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// File format (JSONL is the one `verify-export` checks).
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only this case's events.
+        #[arg(long, value_name = "CASE_ID")]
+        case: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check a JSONL export offline: every event against its hash, and the links between them.
+    VerifyExport {
+        /// The JSONL file `chatwarden export` wrote.
+        file: PathBuf,
     },
 }
 
@@ -88,10 +118,19 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         CliCommand::Manifest { out } => build_manifest(cli.config.as_deref(), &out),
-        CliCommand::History { limit, case } => match load(Mode::Dev, cli.config.as_deref()) {
+        CliCommand::History { verify: true, .. } => match load(Mode::Dev, cli.config.as_deref()) {
+            Ok(config) => audit_trail::verify(&config).await,
+            Err(code) => code,
+        },
+        CliCommand::History { limit, case, verify: false } => match load(Mode::Dev, cli.config.as_deref()) {
             Ok(config) => history(&config, limit, case.as_deref()).await,
             Err(code) => code,
         },
+        CliCommand::Export { since, until, format, case, out } => match load(Mode::Dev, cli.config.as_deref()) {
+            Ok(config) => audit_trail::export(&config, since.as_deref(), until.as_deref(), format, case.as_deref(), out.as_deref()).await,
+            Err(code) => code,
+        },
+        CliCommand::VerifyExport { file } => audit_trail::verify_export(&file),
         CliCommand::Serve => match load(Mode::Serve, cli.config.as_deref()) {
             Ok(config) => {
                 telemetry::init(LogFormat::Json);
