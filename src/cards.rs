@@ -151,6 +151,34 @@ fn outcome_line(kind: CaseKind, target: &Target) -> String {
     }
 }
 
+/// What Graph said about a target, with the ids Microsoft support and Graph's logs know it by.
+pub fn graph_receipt_line(target: &Target) -> Option<String> {
+    let receipt = target.receipt.as_ref()?;
+    let mut parts = Vec::new();
+    if let Some(status) = target.graph_status {
+        parts.push(format!("HTTP {status}"));
+    }
+    if let Some(code) = &target.graph_code {
+        parts.push(format!("code {}", plain(code)));
+    }
+    if let Some(id) = &receipt.request_id {
+        parts.push(format!("request-id {}", plain(id)));
+    }
+    parts.push(format!("client-request-id {}", plain(&receipt.client_request_id)));
+    if let Some(date) = &receipt.date {
+        parts.push(format!("date {}", plain(date)));
+    }
+    Some(format!("Graph: {}", parts.join(", ")))
+}
+
+/// A target's outcome with Graph's receipt, for `/status`.
+fn outcome_with_receipt(kind: CaseKind, target: &Target) -> String {
+    match graph_receipt_line(target) {
+        Some(receipt) => format!("{}; {receipt}", outcome_line(kind, target)),
+        None => outcome_line(kind, target),
+    }
+}
+
 fn case_facts(case: &Case) -> Vec<(String, String)> {
     let mut rows = vec![
         ("Case".to_owned(), case.id.clone()),
@@ -250,7 +278,7 @@ pub fn case_card(case: &Case) -> Value {
 /// `/status <case>`: the case and its history.
 pub fn status_card(case: &Case, events: &[CaseEvent]) -> Value {
     let mut body = vec![heading(format!("Case {} ({})", case.id, case.state)), text(state_line(case)), facts(case_facts(case))];
-    body.extend(target_block(case, outcome_line));
+    body.extend(target_block(case, outcome_with_receipt));
     body.push(text("**History**"));
     for event in events.iter().rev().take(20).rev() {
         let who = event.actor_name.as_deref().map(plain).unwrap_or_else(|| "chatwarden".into());

@@ -38,5 +38,3 @@ ALTER TABLE case_targets ADD COLUMN graph_code TEXT;
 ALTER TABLE case_targets ADD COLUMN graph_request_id TEXT;
 ALTER TABLE case_targets ADD COLUMN client_request_id TEXT;
 ALTER TABLE case_targets ADD COLUMN graph_date TEXT;
--- The approver's user principal name at decision time (from their delegated token).
-ALTER TABLE cases ADD COLUMN approver_upn TEXT;

@@ -291,6 +291,23 @@ struct OidClaim {
     oid: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct UpnClaims {
+    #[serde(default)]
+    upn: Option<String>,
+    #[serde(default)]
+    preferred_username: Option<String>,
+}
+
+/// The user principal name a delegated token names (`upn`, else `preferred_username`), read
+/// without verifying it: Entra ID issued the token to chatwarden itself, and the name is only
+/// recorded in the history beside the object id the token was already bound to.
+pub fn unverified_upn(token: &str) -> Option<String> {
+    let (_, payload) = split_token(token).ok()?;
+    let claims: UpnClaims = decode_segment(payload).ok()?;
+    claims.upn.or(claims.preferred_username).filter(|upn| !upn.is_empty() && upn.len() <= 256)
+}
+
 /// Whether the unverified `oid` claim of `token` equals `oid` (case-insensitive). Used only to
 /// bind a Teams SSO token to the admin who sent it before Entra ID verifies that token in the
 /// on-behalf-of exchange; never as proof of identity on its own.

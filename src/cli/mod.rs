@@ -192,6 +192,9 @@ fn print_case(out: &mut impl Write, case: &Case) -> std::io::Result<()> {
         let graph = target.graph_status.map(|s| format!(" HTTP {s}")).unwrap_or_default();
         let detail = target.detail.as_deref().map(|d| format!(" {d}")).unwrap_or_default();
         writeln!(out, "    {}{chat}: {}{graph}{detail}", target.user_ref, target.status.as_str())?;
+        if let Some(receipt) = cards::graph_receipt_line(target) {
+            writeln!(out, "      {receipt}")?;
+        }
     }
     Ok(())
 }

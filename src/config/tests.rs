@@ -94,6 +94,38 @@ fn retention_and_the_removal_version_are_checked() {
 }
 
 #[test]
+fn history_retention_needs_its_secret_and_forwarding_needs_a_secret_and_a_safe_url() {
+    let mut env = serve_env();
+    let config = load(Mode::Serve, None, &env).unwrap();
+    assert!(config.history.retention.is_none() && config.history.forward.is_none());
+    env.insert("CHATWARDEN_HISTORY_RETENTION_DAYS", "400".into());
+    env.insert("CHATWARDEN_FORWARD_URL", "http://siem.example.com/collector".into());
+    let err = load(Mode::Serve, None, &env).unwrap_err();
+    assert_eq!(named(&err), ["CHATWARDEN_HISTORY_SECRET", "CHATWARDEN_FORWARD_SECRET"]);
+    env.insert("CHATWARDEN_HISTORY_SECRET", "short".into());
+    env.insert("CHATWARDEN_FORWARD_SECRET", "forward-secret-0123456789".into());
+    let err = load(Mode::Serve, None, &env).unwrap_err();
+    assert_eq!(named(&err), ["CHATWARDEN_HISTORY_SECRET", "CHATWARDEN_FORWARD_URL"], "a short secret, and plain http off loopback");
+    env.insert("CHATWARDEN_HISTORY_SECRET", "history-secret-0123456789".into());
+    env.insert("CHATWARDEN_FORWARD_URL", "https://siem.example.com/collector".into());
+    let config = load(Mode::Serve, None, &env).unwrap();
+    assert_eq!(config.history.retention, Some(Duration::from_secs(400 * 86_400)));
+    assert_eq!(config.history.forward.as_ref().unwrap().url.as_str(), "https://siem.example.com/collector");
+    let shown = config.redacted();
+    assert!(shown.contains("CHATWARDEN_FORWARD_SECRET") && !shown.contains("forward-secret-0123456789"), "{shown}");
+    assert!(!shown.contains("history-secret-0123456789"), "{shown}");
+    env.insert("CHATWARDEN_FORWARD_URL", "http://127.0.0.1:8088/services/collector".into());
+    assert!(load(Mode::Serve, None, &env).is_ok(), "http is fine on loopback");
+    env.remove("CHATWARDEN_FORWARD_URL");
+    let err = load(Mode::Serve, None, &env).unwrap_err();
+    assert_eq!(named(&err), ["CHATWARDEN_FORWARD_SECRET"]);
+    env.insert("CHATWARDEN_HISTORY_RETENTION_DAYS", "forever".into());
+    env.insert("CHATWARDEN_FORWARD_URL", "https://siem.example.com/collector".into());
+    let err = load(Mode::Serve, None, &env).unwrap_err();
+    assert_eq!(named(&err), ["CHATWARDEN_HISTORY_RETENTION_DAYS"]);
+}
+
+#[test]
 fn environment_wins_over_the_file() {
     let mut env = serve_env();
     env.insert("CHATWARDEN_BIND", "127.0.0.1:4000".into());

@@ -4,7 +4,7 @@
 use sqlx::{Any, Transaction};
 
 use super::dedupe::claim_activity;
-use super::events::insert_event;
+use super::events::{insert_event, insert_event_with_data};
 use super::pairs::release_alert_key;
 use super::{Store, StoreError};
 use crate::cases::{Actor, Case, CaseState, Decision, Policy, Refusal, check_decision};
@@ -47,6 +47,22 @@ impl Store {
         policy: &Policy,
         now: i64,
     ) -> Result<DecisionOutcome, StoreError> {
+        self.decide_signed_in(case_id, actor, None, decision, activity_key, policy, now).await
+    }
+
+    /// [`Store::decide`], recording in the decision's event the UPN the approver's delegated
+    /// token names (beside their object id).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_signed_in(
+        &self,
+        case_id: &str,
+        actor: &Actor,
+        approver_upn: Option<&str>,
+        decision: Decision,
+        activity_key: Option<&str>,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<DecisionOutcome, StoreError> {
         let current = self.case(case_id).await?;
         let mut tx = self.pool.begin().await?;
         if let Some(key) = activity_key {
@@ -82,7 +98,9 @@ impl Store {
                         release_alert_key(&mut tx, case_id).await?;
                     }
                     let kind = if decision == Decision::Approve { "approved" } else { "rejected" };
-                    insert_event(&mut tx, Some(case_id), Some(actor), kind, None, now).await?;
+                    let detail = approver_upn.map(|upn| format!("signed in as {upn}"));
+                    let data = serde_json::json!({"approver_oid": actor.oid, "approver_upn": approver_upn}).to_string();
+                    insert_event_with_data(&mut tx, Some(case_id), Some(actor), kind, detail.as_deref(), Some(&data), now).await?;
                     None
                 } else {
                     insert_event(&mut tx, Some(case_id), Some(actor), "refused", Some("already decided by someone else"), now).await?;

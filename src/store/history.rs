@@ -94,17 +94,31 @@ impl Store {
     /// Up to `limit` events that `filter` takes, after place `after`, in order (one page of an
     /// export: memory stays bounded whatever the size of the history).
     pub async fn history_page(&self, filter: &EventFilter, after: i64, limit: i64) -> Result<Vec<HistoryEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND at >= $2 AND at < $3 AND ($4 IS NULL OR case_id = $4) \
-             ORDER BY seq LIMIT $5"
-        ))
-        .bind(after)
-        .bind(filter.since.unwrap_or(i64::MIN))
-        .bind(filter.until.unwrap_or(i64::MAX))
-        .bind(filter.case_id.as_deref())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        // Only the conditions given, and `+at` so that the time bounds filter the walk along the
+        // chain's index instead of making the planner scan and sort the time index at every
+        // page (quadratic over a large history; BENCHMARKS.md, "History export").
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1");
+        let mut next = 2;
+        for (present, condition) in
+            [(filter.since.is_some(), "+at >= "), (filter.until.is_some(), "+at < "), (filter.case_id.is_some(), "case_id = ")]
+        {
+            if present {
+                sql.push_str(&format!(" AND {condition}${next}"));
+                next += 1;
+            }
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT ${next}"));
+        let mut query = sqlx::query(&sql).bind(after);
+        if let Some(since) = filter.since {
+            query = query.bind(since);
+        }
+        if let Some(until) = filter.until {
+            query = query.bind(until);
+        }
+        if let Some(case_id) = &filter.case_id {
+            query = query.bind(case_id.as_str());
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(history_event).collect()
     }
 

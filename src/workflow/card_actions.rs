@@ -135,15 +135,16 @@ impl CaseWorkflow {
             CardIntent::Decide(decision) => decision,
             CardIntent::RevokeFollowUp => return self.revoke_follow_up(incoming, actor, &action.case_id).await,
         };
+        let mut approver_upn = None;
         if decision == Decision::Approve {
             // Ask for a sign-in only when the approval can still apply.
             let case = self.store.case(&action.case_id).await?;
             if let Some(case) = &case {
                 if case.state != CaseState::Proposed || !self.settings.policy.is_admin(&actor.oid) {
-                    return self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision).await;
+                    return self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, None).await;
                 }
                 match self.check_token(&actor, &proof).await {
-                    TokenCheck::Ready => {}
+                    TokenCheck::Ready(upn) => approver_upn = upn,
                     TokenCheck::NeedSignIn => {
                         if path == ActionPath::Submit {
                             self.store.set_pending_signin(&actor.oid, &case.id, decision, now_ms()).await?;
@@ -181,7 +182,7 @@ impl CaseWorkflow {
                 }
             }
         }
-        self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision).await
+        self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, approver_upn.as_deref()).await
     }
 
     pub(super) async fn apply_decision(
@@ -190,8 +191,9 @@ impl CaseWorkflow {
         actor: &Actor,
         case_id: &str,
         decision: Decision,
+        approver_upn: Option<&str>,
     ) -> Result<ActionReply, StoreError> {
-        let outcome = self.store.decide(case_id, actor, decision, key, &self.settings.policy, now_ms()).await?;
+        let outcome = self.store.decide_signed_in(case_id, actor, approver_upn, decision, key, &self.settings.policy, now_ms()).await?;
         Ok(match outcome {
             DecisionOutcome::Applied(case) => {
                 tracing::info!(case.id = %case.id, state = %case.state, "case decided");

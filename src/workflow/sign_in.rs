@@ -1,10 +1,11 @@
 //! Sign-ins an approval needs first: the approver's delegated token (token service, magic code,
 //! Teams SSO), the OAuth card that asks for it, and resuming the approval that waited for it.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
 use crate::botframework::activity::{Activity, OutgoingActivity};
+use crate::botframework::auth::unverified_upn;
 use crate::botframework::inbound::VerifiedActivity;
 use crate::cases::{Actor, now_ms};
 use crate::store::StoreError;
@@ -51,7 +52,8 @@ pub struct SignInReply {
 }
 
 pub(super) enum TokenCheck {
-    Ready,
+    /// The approver's token is at hand; the UPN it names, when it is a JWT that names one.
+    Ready(Option<String>),
     NeedSignIn,
     ExchangeRefused,
     BadCode,
@@ -79,19 +81,19 @@ impl CaseWorkflow {
     pub(super) async fn check_token(&self, actor: &Actor, proof: &SignInProof) -> TokenCheck {
         let result = match proof {
             SignInProof::SsoToken(token) => match self.tokens.exchange_sso(actor, token).await {
-                Ok(Some(_)) => return TokenCheck::Ready,
+                Ok(Some(token)) => return TokenCheck::Ready(unverified_upn(token.expose_secret())),
                 Ok(None) => return TokenCheck::ExchangeRefused,
                 Err(err) => Err(err),
             },
             SignInProof::MagicCode(code) => match self.tokens.redeem_code(actor, code).await {
-                Ok(Some(_)) => return TokenCheck::Ready,
+                Ok(Some(token)) => return TokenCheck::Ready(unverified_upn(token.expose_secret())),
                 Ok(None) => return TokenCheck::BadCode,
                 Err(err) => Err(err),
             },
             SignInProof::None => self.tokens.token_for(actor).await,
         };
         match result {
-            Ok(Some(_)) => TokenCheck::Ready,
+            Ok(Some(token)) => TokenCheck::Ready(unverified_upn(token.expose_secret())),
             Ok(None) => TokenCheck::NeedSignIn,
             Err(TokenError::NotTheApprover) => TokenCheck::NotTheApprover,
             Err(err) => {
@@ -143,16 +145,16 @@ impl CaseWorkflow {
                 return Ok(SignInReply { status: 200, body: invoke::acknowledged() });
             }
         }
-        match self.check_token(&actor, &proof).await {
-            TokenCheck::Ready => {}
+        let upn = match self.check_token(&actor, &proof).await {
+            TokenCheck::Ready(upn) => upn,
             TokenCheck::ExchangeRefused => return Ok(failure("The token could not be exchanged; consent or sign-in is needed.")),
             TokenCheck::BadCode | TokenCheck::NeedSignIn => return Ok(SignInReply { status: 404, body: invoke::acknowledged() }),
             TokenCheck::NotTheApprover => return Ok(failure(NOT_THE_APPROVER_TEXT)),
             TokenCheck::Unavailable => return Ok(failure("The sign-in service could not be reached.")),
-        }
+        };
         if let Some((case_id, decision)) = self.store.take_pending_signin(&actor.oid, PENDING_SIGNIN_MS, now_ms()).await? {
             tracing::info!(case.id = %case_id, "sign-in completed; resuming the pending approval");
-            let reply = self.apply_decision(activity_key(activity).as_deref(), &actor, &case_id, decision).await?;
+            let reply = self.apply_decision(activity_key(activity).as_deref(), &actor, &case_id, decision, upn.as_deref()).await?;
             if let ActionReply::Message(text) = reply {
                 self.reply_text(incoming, text).await;
             }

@@ -619,3 +619,63 @@ async fn every_graph_call_carries_its_own_client_request_id_the_same_on_retries(
     assert_eq!(ids[0], ids[1], "a retry keeps the call's id");
     assert_ne!(ids[1], ids[2], "another call gets another id");
 }
+
+#[tokio::test]
+async fn every_target_keeps_what_graph_said_its_status_code_request_ids_and_date() {
+    let fx = fx().await;
+    mount_approver_token(&fx).await;
+    let date = "Wed, 02 Dec 2026 01:02:03 GMT";
+    Mock::given(method("POST"))
+        .and(path_suffix_remove())
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("request-id", "5f3c1d2e-graph-request-1")
+                .insert_header("date", date)
+                .set_body_json(json!({"error": {"code": "Forbidden"}})),
+        )
+        .mount(&fx.graph_server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/$batch"))
+        .respond_with(ResponseTemplate::new(200).insert_header("request-id", "batch-request-9").insert_header("date", date).set_body_json(
+            json!({"responses": [{"id": "0", "status": 204}, {"id": "1", "status": 404, "body": {"error": {"code": "NotFound"}}}]}),
+        ))
+        .mount(&fx.graph_server)
+        .await;
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
+
+    let single = executor.execute(&bulk_case(1)).await.remove(0);
+    let sent = fx.graph_server.received_requests().await.unwrap().remove(0);
+    let sent_id = sent.headers.get("client-request-id").unwrap().to_str().unwrap().to_owned();
+    let receipt = single.receipt.clone().expect("a receipt");
+    assert_eq!(receipt.client_request_id, sent_id);
+    assert_eq!(receipt.request_id.as_deref(), Some("5f3c1d2e-graph-request-1"));
+    assert_eq!(receipt.date.as_deref(), Some(date));
+    assert_eq!((single.graph_status, single.graph_code.as_deref()), (Some(403), Some("Forbidden")));
+
+    let batched = executor.execute(&bulk_case(2)).await;
+    let batch_id =
+        fx.graph_server.received_requests().await.unwrap()[1].headers.get("client-request-id").unwrap().to_str().unwrap().to_owned();
+    for result in &batched {
+        let receipt = result.receipt.as_ref().expect("a receipt per item");
+        assert_eq!((receipt.client_request_id.as_str(), receipt.request_id.as_deref()), (batch_id.as_str(), Some("batch-request-9")));
+    }
+    assert_eq!(batched[1].graph_code.as_deref(), Some("NotFound"));
+
+    // Stored with the target, shown by /status, and in the target's history event.
+    let store = chatwarden::store::Store::connect(&sqlite_url()).await.unwrap();
+    let case = approved_removal(&store, "19:chat0@thread.v2", "oid-0").await;
+    store.claim_for_execution(&case.id, "runner", 60_000, chatwarden::cases::now_ms()).await.unwrap().unwrap();
+    store.record_target(&case.id, &single, chatwarden::cases::now_ms()).await.unwrap();
+    let stored = store.case(&case.id).await.unwrap().unwrap();
+    assert_eq!(stored.targets[0].receipt.as_ref(), Some(&receipt));
+    assert_eq!(stored.targets[0].graph_code.as_deref(), Some("Forbidden"));
+    let events = store.events(&case.id).await.unwrap();
+    let card = chatwarden::cards::status_card(&stored, &events).to_string();
+    for shown in ["request-id 5f3c1d2e-graph-request-1", &format!("client-request-id {sent_id}"), date, "code Forbidden"] {
+        assert!(card.contains(shown), "{shown} not on the /status card: {card}");
+    }
+    let data: Value = serde_json::from_str(events.last().unwrap().data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["graph"], json!({"client_request_id": sent_id, "request_id": "5f3c1d2e-graph-request-1", "date": date}));
+    assert_eq!(data["graph_code"], "Forbidden");
+}

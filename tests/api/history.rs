@@ -78,6 +78,7 @@ on_both!(
     reordered_events_are_found,
     a_deleted_tail_is_found,
     history_retention_prunes_the_start_and_leaves_a_signed_checkpoint,
+    export_pages_take_what_the_filter_says_in_chain_order,
 );
 
 async fn every_event_is_chained_and_the_chain_verifies(url: String) {
@@ -240,4 +241,25 @@ async fn concurrent_writers_on_postgres_keep_one_well_ordered_chain() {
     }
     let verified = stores[0].verify_history(None).await.unwrap();
     assert_eq!((verified.events, verified.head_seq), (12 * 6, 12 * 6));
+}
+
+async fn export_pages_take_what_the_filter_says_in_chain_order(url: String) {
+    use chatwarden::store::EventFilter;
+    let store = Store::connect(&url).await.unwrap();
+    let day = 86_400_000;
+    let now = now_ms();
+    let old = finished_case(&store, "old", now - 10 * day).await;
+    let new = finished_case(&store, "new", now).await;
+    let seqs = |page: Vec<chatwarden::history::HistoryEvent>| page.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    let all = EventFilter::default();
+    assert_eq!(seqs(store.history_page(&all, i64::MIN, 1000).await.unwrap()), (1..=10).collect::<Vec<_>>());
+    assert_eq!(seqs(store.history_page(&all, 3, 4).await.unwrap()), [4, 5, 6, 7], "a page after a place");
+    let recent = EventFilter { since: Some(now - day), ..EventFilter::default() };
+    assert_eq!(seqs(store.history_page(&recent, i64::MIN, 1000).await.unwrap()), [6, 7, 8, 9, 10]);
+    let before = EventFilter { until: Some(now - day), ..EventFilter::default() };
+    assert_eq!(seqs(store.history_page(&before, i64::MIN, 1000).await.unwrap()), [1, 2, 3, 4, 5]);
+    let one = EventFilter { case_id: Some(new.clone()), since: Some(now - day), until: Some(now + day) };
+    assert_eq!(seqs(store.history_page(&one, 7, 1000).await.unwrap()), [8, 9, 10]);
+    let none = EventFilter { case_id: Some(old), since: Some(now - day), until: None };
+    assert!(store.history_page(&none, i64::MIN, 1000).await.unwrap().is_empty());
 }

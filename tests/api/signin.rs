@@ -410,3 +410,33 @@ async fn done_bulk_removal(store: &Store, users: &[&str]) -> String {
     assert!(store.finish(&case.id, "test-runner", CaseState::Done, now_ms()).await.unwrap());
     case.id
 }
+
+#[tokio::test]
+async fn the_approval_records_the_approvers_object_id_and_the_upn_their_token_names() {
+    use base64::Engine as _;
+    let app = spawn_app_with(Fakes { real_graph: true, signed_in: false, ..Fakes::default() }, |_| {}).await;
+    mount_connector(&app).await;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = format!(r#"{{"oid":"{SECOND_ADMIN_OID}","upn":"sam@contoso.com","scp":"Chat.ReadWrite.All"}}"#);
+    let token = format!("{}.{}.sig", e.encode(r#"{"alg":"RS256","typ":"JWT"}"#), e.encode(claims));
+    Mock::given(method("GET"))
+        .and(path("/api/usertoken/GetToken"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"channelId": "msteams", "connectionName": "graph", "token": token, "expiration": "2099-01-01T00:00:00Z"}),
+        ))
+        .mount(&app.token_service)
+        .await;
+    mount_removal(&app, VICTIM, &token).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "approve")).await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    wait_state(&store, &case_id, CaseState::Done).await;
+    let approved = store.events(&case_id).await.unwrap().into_iter().find(|e| e.kind == "approved").unwrap();
+    assert_eq!(approved.actor_oid.as_deref(), Some(SECOND_ADMIN_OID));
+    assert_eq!(approved.detail.as_deref(), Some("signed in as sam@contoso.com"));
+    let data: Value = serde_json::from_str(approved.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data, json!({"approver_oid": SECOND_ADMIN_OID, "approver_upn": "sam@contoso.com"}));
+    assert!(!approved.data.unwrap().contains(&token), "the token itself is never recorded");
+    assert!(store.verify_history(None).await.is_ok());
+}
