@@ -103,7 +103,7 @@ pub struct IngestReport {
 }
 
 /// The requester of alert cases.
-pub fn detection_actor() -> Actor {
+pub(crate) fn detection_actor() -> Actor {
     Actor { oid: "chatwarden-detection".into(), name: "chatwarden detection".into(), user_id: String::new() }
 }
 

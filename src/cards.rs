@@ -9,12 +9,10 @@ use serde_json::{Value, json};
 
 use crate::cases::{Case, CaseEvent, CaseKind, CaseState, Decision, Target, TargetStatus};
 
-/// Content type of an adaptive card attachment.
-pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 /// Adaptive card schema version used by every card.
-pub const CARD_VERSION: &str = "1.5";
+pub(crate) const CARD_VERSION: &str = "1.5";
 /// Marker in button data that identifies chatwarden's own card actions.
-pub const ACTION_MARKER: &str = "chatwarden";
+pub(crate) const ACTION_MARKER: &str = "chatwarden";
 /// Longest piece of user-supplied text shown on a card.
 const MAX_FIELD_CHARS: usize = 300;
 
@@ -66,7 +64,7 @@ pub fn plain(text: &str) -> String {
 }
 
 /// What revoking sessions does and does not do (shown on revocation cards).
-pub const REVOCATION_NOTE: &str = "Revoking sign-in sessions invalidates the users' refresh tokens and browser session cookies, so \
+pub(crate) const REVOCATION_NOTE: &str = "Revoking sign-in sessions invalidates the users' refresh tokens and browser session cookies, so \
      they must sign in again. Access tokens already issued stay valid until they expire (up to about an hour) unless Continuous \
      Access Evaluation applies. The approver's own sessions are never revoked during the run.";
 
@@ -105,7 +103,7 @@ fn card(body: Vec<Value>, actions: Vec<Value>) -> Value {
 }
 
 /// Data carried by a decision button.
-pub fn decision_data(case_id: &str, decision: Decision) -> Value {
+pub(crate) fn decision_data(case_id: &str, decision: Decision) -> Value {
     let action = match decision {
         Decision::Approve => "approve",
         Decision::Reject => "reject",
@@ -152,7 +150,7 @@ fn outcome_line(kind: CaseKind, target: &Target) -> String {
 }
 
 /// What Graph said about a target, with the ids Microsoft support and Graph's logs know it by.
-pub fn graph_receipt_line(target: &Target) -> Option<String> {
+pub(crate) fn graph_receipt_line(target: &Target) -> Option<String> {
     let receipt = target.receipt.as_ref()?;
     let mut parts = Vec::new();
     if let Some(status) = target.graph_status {
@@ -271,7 +269,7 @@ pub fn result_card(case: &Case) -> Value {
 }
 
 /// The card for a case in any state: the approval card while proposed, else the result card.
-pub fn case_card(case: &Case) -> Value {
+pub(crate) fn case_card(case: &Case) -> Value {
     if case.state == CaseState::Proposed { approval_card(case) } else { result_card(case) }
 }
 

@@ -92,7 +92,8 @@ string_enum!(TargetStatus { Pending => "pending", Done => "done", Failed => "fai
 
 impl CaseState {
     /// Whether nothing can change this state any more.
-    pub fn is_final(self) -> bool {
+    #[cfg(test)]
+    fn is_final(self) -> bool {
         matches!(self, Self::Done | Self::Failed | Self::Rejected | Self::Expired)
     }
 
@@ -113,7 +114,7 @@ impl CaseState {
 
 impl CaseKind {
     /// A short human description.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Self::RemoveChat => "Remove user from chat",
             Self::RevokeSessions => "Revoke sign-in sessions",
@@ -322,7 +323,7 @@ pub enum Decision {
 
 impl Decision {
     /// The state a proposed case moves to.
-    pub fn target_state(self) -> CaseState {
+    pub(crate) fn target_state(self) -> CaseState {
         match self {
             Decision::Approve => CaseState::Approved,
             Decision::Reject => CaseState::Rejected,
@@ -341,7 +342,7 @@ pub struct Policy {
 
 impl Policy {
     /// Whether this object id is an authorised admin.
-    pub fn is_admin(&self, oid: &str) -> bool {
+    pub(crate) fn is_admin(&self, oid: &str) -> bool {
         match &self.admins {
             Some(admins) => admins.contains(&oid.to_ascii_lowercase()),
             None => true,
@@ -378,7 +379,7 @@ impl Refusal {
 }
 
 /// Checks a decision against the rules; returns the state to move to.
-pub fn check_decision(case: &Case, actor: &Actor, decision: Decision, policy: &Policy, now_ms: i64) -> Result<CaseState, Refusal> {
+pub(crate) fn check_decision(case: &Case, actor: &Actor, decision: Decision, policy: &Policy, now_ms: i64) -> Result<CaseState, Refusal> {
     if !policy.is_admin(&actor.oid) {
         return Err(Refusal::NotAuthorised);
     }
@@ -395,7 +396,7 @@ pub fn check_decision(case: &Case, actor: &Actor, decision: Decision, policy: &P
 }
 
 /// Final state of an executed case from its targets: `failed` if any failed, else `done`.
-pub fn final_state(targets: &[Target]) -> CaseState {
+pub(crate) fn final_state(targets: &[Target]) -> CaseState {
     if targets.iter().any(|t| t.status == TargetStatus::Failed) { CaseState::Failed } else { CaseState::Done }
 }
 
@@ -449,7 +450,7 @@ impl PartialEq<&str> for CaseId {
 const CASE_ID_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// A new random case id such as `CW-7K3P9` (32^5 = 33 million values; collisions are retried).
-pub fn new_case_id() -> String {
+pub(crate) fn new_case_id() -> String {
     let mut id = String::from("CW-");
     for _ in 0..5 {
         id.push(CASE_ID_ALPHABET[fastrand::usize(..CASE_ID_ALPHABET.len())] as char);

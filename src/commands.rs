@@ -10,11 +10,11 @@ use std::fmt;
 use crate::cases::CaseId;
 
 /// Longest reason kept (longer ones are refused, not cut).
-pub const MAX_REASON_CHARS: usize = 500;
+pub(crate) const MAX_REASON_CHARS: usize = 500;
 /// Default and largest `/history` length.
-pub const DEFAULT_HISTORY: u32 = 10;
+pub(crate) const DEFAULT_HISTORY: u32 = 10;
 /// Largest `/history` length.
-pub const MAX_HISTORY: u32 = 50;
+pub(crate) const MAX_HISTORY: u32 = 50;
 
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,20 +139,20 @@ impl fmt::Display for ParseError {
 }
 
 /// Usage lines, in help order.
-pub const USAGE_REMOVE_CHAT: &str = "/remove-chat <thread-id> <user> [reason...]";
+pub(crate) const USAGE_REMOVE_CHAT: &str = "/remove-chat <thread-id> <user> [reason...]";
 /// Usage of `/revoke-sessions`.
-pub const USAGE_REVOKE_SESSIONS: &str = "/revoke-sessions <user|group:id> [reason...]";
+pub(crate) const USAGE_REVOKE_SESSIONS: &str = "/revoke-sessions <user|group:id> [reason...]";
 /// Usage of `/remove-external`.
-pub const USAGE_REMOVE_EXTERNAL: &str = "/remove-external <tenant-id|domain> [reason...]";
+pub(crate) const USAGE_REMOVE_EXTERNAL: &str = "/remove-external <tenant-id|domain> [reason...]";
 /// Usage of `/status`.
-pub const USAGE_STATUS: &str = "/status <case-id>";
+pub(crate) const USAGE_STATUS: &str = "/status <case-id>";
 /// Usage of `/history`.
-pub const USAGE_HISTORY: &str = "/history [n]";
+pub(crate) const USAGE_HISTORY: &str = "/history [n]";
 /// Usage of `/help`.
-pub const USAGE_HELP: &str = "/help";
+pub(crate) const USAGE_HELP: &str = "/help";
 
 /// The help text shown for `/help` and for unknown commands (markdown).
-pub fn help_text() -> String {
+pub(crate) fn help_text() -> String {
     let lines = [
         "**chatwarden** removes malicious external chats, on an admin's approval.".to_owned(),
         String::new(),

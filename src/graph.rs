@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::botframework::service_url::encode_component;
-pub use crate::cases::GraphReceipt;
+pub(crate) use crate::cases::GraphReceipt;
 use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 
 /// Most requests Graph accepts in one `$batch`.
-pub const MAX_BATCH: usize = 20;
+pub(crate) const MAX_BATCH: usize = 20;
 
 /// Statuses worth retrying.
 const RETRY_STATUSES: [StatusCode; 3] = [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE, StatusCode::GATEWAY_TIMEOUT];
@@ -93,7 +93,7 @@ pub struct BatchOutcome {
 
 impl BatchOutcome {
     /// Whether Graph asked for this item to be sent again later (429, 503, 504).
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         RETRY_STATUSES.iter().any(|s| s.as_u16() == self.status)
     }
 }
@@ -130,17 +130,17 @@ fn error_code(body: Option<&Value>) -> String {
 }
 
 /// Path of `removeAllAccessForUser` for a chat, relative to a version root.
-pub fn remove_access_path(chat_id: &str) -> String {
+pub(crate) fn remove_access_path(chat_id: &str) -> String {
     format!("/chats/{}/removeAllAccessForUser", encode_component(chat_id))
 }
 
 /// Body of `removeAllAccessForUser`.
-pub fn remove_access_body(user_oid: &str, tenant_id: &str) -> Value {
+pub(crate) fn remove_access_body(user_oid: &str, tenant_id: &str) -> Value {
     json!({"user": {"@odata.type": "microsoft.graph.teamworkUserIdentity", "id": user_oid, "tenantId": tenant_id}})
 }
 
 /// Path of `revokeSignInSessions`, relative to a version root.
-pub fn revoke_path(user: &str) -> String {
+pub(crate) fn revoke_path(user: &str) -> String {
     format!("/users/{}/revokeSignInSessions", encode_component(user))
 }
 
@@ -188,7 +188,7 @@ impl Directory for GraphClient {
 
 /// The header that carries our own id of a Graph call; Graph echoes it and logs it with its own
 /// `request-id`.
-pub const CLIENT_REQUEST_ID: &str = "client-request-id";
+pub(crate) const CLIENT_REQUEST_ID: &str = "client-request-id";
 
 /// Client for Microsoft Graph.
 pub struct GraphClient {
@@ -226,7 +226,7 @@ impl GraphClient {
     }
 
     /// The Graph version removals are sent to.
-    pub fn removal_version(&self) -> RemovalApiVersion {
+    pub(crate) fn removal_version(&self) -> RemovalApiVersion {
         self.removal_version
     }
 
@@ -371,11 +371,11 @@ impl GraphClient {
     }
 
     /// The retry budget of this client.
-    pub fn retry_policy(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         self.retry
     }
 
-    /// Sends up to [`MAX_BATCH`] requests as one `$batch`, once: throttled items come back as
+    /// Sends up to `MAX_BATCH` requests as one `$batch`, once: throttled items come back as
     /// outcomes with their `Retry-After`, for the caller to send again when it chooses.
     pub async fn batch_once(&self, token: &SecretString, version: &str, items: &[BatchItem]) -> Result<Vec<BatchOutcome>, GraphFailure> {
         let items = &items[..items.len().min(MAX_BATCH)];
@@ -438,7 +438,7 @@ impl GraphClient {
             .collect())
     }
 
-    /// Sends up to [`MAX_BATCH`] requests as one `$batch`, re-sending throttled items (honouring
+    /// Sends up to `MAX_BATCH` requests as one `$batch`, re-sending throttled items (honouring
     /// their `Retry-After`) up to the retry budget. Returns one outcome per item.
     pub async fn batch(&self, token: &SecretString, version: &str, items: &[BatchItem]) -> Result<Vec<BatchOutcome>, GraphFailure> {
         let items = &items[..items.len().min(MAX_BATCH)];

@@ -5,11 +5,11 @@ use std::io::Write as _;
 use std::path::Path;
 
 /// The manifest template (placeholders `{{APP_ID}}`, `{{DOMAIN}}`, `{{VERSION}}`).
-pub const TEMPLATE: &str = include_str!("../manifest/manifest.template.json");
+pub(crate) const TEMPLATE: &str = include_str!("../manifest/manifest.template.json");
 /// The 192x192 colour icon.
-pub const COLOR_ICON: &[u8] = include_bytes!("../manifest/color.png");
+pub(crate) const COLOR_ICON: &[u8] = include_bytes!("../manifest/color.png");
 /// The 32x32 outline icon.
-pub const OUTLINE_ICON: &[u8] = include_bytes!("../manifest/outline.png");
+pub(crate) const OUTLINE_ICON: &[u8] = include_bytes!("../manifest/outline.png");
 
 /// Why the package could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub fn render(app_id: &str, host: &str, version: &str) -> Result<String, Manifes
 }
 
 /// Writes the zip (manifest.json, color.png, outline.png at its root) to `out`.
-pub fn write_package(out: &Path, app_id: &str, host: &str, version: &str) -> Result<(), ManifestError> {
+pub(crate) fn write_package(out: &Path, app_id: &str, host: &str, version: &str) -> Result<(), ManifestError> {
     let manifest = render(app_id, host, version)?;
     let file = std::fs::File::create(out)?;
     let mut zip = zip::ZipWriter::new(file);

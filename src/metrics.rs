@@ -18,7 +18,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Adds one to the counter `name` with `labels`.
-    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &'static str)]) {
+    pub(crate) fn inc(&self, name: &'static str, labels: &[(&'static str, &'static str)]) {
         let mut counters = self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *counters.entry((name, labels.to_vec())).or_insert(0) += 1;
     }
@@ -30,7 +30,7 @@ impl Metrics {
     }
 
     /// Records one duration (seconds) of `name` with `labels` (rendered as a summary: sum and count).
-    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &'static str)], seconds: f64) {
+    pub(crate) fn observe(&self, name: &'static str, labels: &[(&'static str, &'static str)], seconds: f64) {
         let mut durations = self.durations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = durations.entry((name, labels.to_vec())).or_insert((0.0, 0));
         entry.0 += seconds;

@@ -8,7 +8,7 @@ use reqwest::{Response, StatusCode};
 use crate::config::RetryPolicy;
 
 /// User agent sent on every outbound request.
-pub const USER_AGENT: &str = concat!("chatwarden/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("chatwarden/", env!("CARGO_PKG_VERSION"));
 
 /// An outbound client that could not be set up as required; the service refuses to start
 /// rather than run with weaker defaults.
@@ -25,7 +25,7 @@ pub enum ClientSetupError {
 /// Builds a client with the given per-request timeout, rustls, and redirects disabled (a
 /// redirect could carry the bot's token to a host that was never checked). There is no
 /// fallback: `reqwest::Client::new()` would follow redirects and never time out.
-pub fn build_client(timeout: Duration) -> Result<reqwest::Client, ClientSetupError> {
+pub(crate) fn build_client(timeout: Duration) -> Result<reqwest::Client, ClientSetupError> {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(timeout)
@@ -37,7 +37,7 @@ pub fn build_client(timeout: Duration) -> Result<reqwest::Client, ClientSetupErr
 }
 
 /// The delay a response asks for with `Retry-After` (seconds form), capped at `max`.
-pub fn retry_after(response: &Response, max: Duration) -> Option<Duration> {
+pub(crate) fn retry_after(response: &Response, max: Duration) -> Option<Duration> {
     let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     let seconds: f64 = value.trim().parse().ok()?;
     if !seconds.is_finite() || seconds < 0.0 {
@@ -47,7 +47,7 @@ pub fn retry_after(response: &Response, max: Duration) -> Option<Duration> {
 }
 
 /// Exponential backoff with full jitter for attempt `attempt` (1-based) when no `Retry-After`.
-pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let exp = policy.base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     let capped = exp.min(policy.max_delay);
     // Full jitter in [capped/2, capped] keeps retries spread without ever retrying at once.
@@ -56,7 +56,7 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 /// The outcome of [`send_with_retry`]: the last response, or the last transport error.
-pub type RetryResult = Result<Response, reqwest::Error>;
+pub(crate) type RetryResult = Result<Response, reqwest::Error>;
 
 /// Sends the request built by `make` until it succeeds, fails with a status not in
 /// `retry_statuses`, or `policy.max_attempts` is reached. Waits honour `Retry-After`.

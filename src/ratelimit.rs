@@ -17,7 +17,7 @@ struct Bucket {
 }
 
 /// A token-bucket limiter: `per_minute` events per key per minute, with bursts up to the same.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     per_minute: u32,
     buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>>,
 }
@@ -29,7 +29,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `key` at `now`; `Err(wait)` when the key is over its limit.
-    pub fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
         if self.per_minute == 0 {
             return Ok(());
         }

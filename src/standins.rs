@@ -21,19 +21,19 @@ use crate::cases::now_ms;
 use crate::store::Store;
 
 /// Tenant id Microsoft's local Teams client (the Agents Playground) uses.
-pub const PLAYGROUND_TENANT: &str = "00000000-0000-0000-0000-0000000000001";
+pub(crate) const PLAYGROUND_TENANT: &str = "00000000-0000-0000-0000-0000000000001";
 /// The playground's default user.
-pub const PLAYGROUND_USER_UPN: &str = "alexw@example.com";
+pub(crate) const PLAYGROUND_USER_UPN: &str = "alexw@example.com";
 /// The playground's default user's object id.
-pub const PLAYGROUND_USER_OID: &str = "00000000-0000-0000-0000-0000000000020";
+pub(crate) const PLAYGROUND_USER_OID: &str = "00000000-0000-0000-0000-0000000000020";
 /// The external tenant of the seeded records.
-pub const SEED_EXTERNAL_TENANT: &str = "9f3a1c2e-5b7d-4e8f-a1b2-c3d4e5f6a7b8";
+pub(crate) const SEED_EXTERNAL_TENANT: &str = "9f3a1c2e-5b7d-4e8f-a1b2-c3d4e5f6a7b8";
 /// The chat of the seeded records.
-pub const SEED_CHAT: &str = "19:5b1f0c2a-7d9e-4c3b-8a6f-0e1d2c3b4a59_00000000-0000-0000-0000-0000000000020@unq.gbl.spaces";
+pub(crate) const SEED_CHAT: &str = "19:5b1f0c2a-7d9e-4c3b-8a6f-0e1d2c3b4a59_00000000-0000-0000-0000-0000000000020@unq.gbl.spaces";
 
 /// One call the Graph stand-in answered.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct GraphCall {
+pub(crate) struct GraphCall {
     /// HTTP method.
     pub method: String,
     /// Path below the Graph root (`/v1.0/chats/.../removeAllAccessForUser`).
@@ -46,7 +46,7 @@ pub struct GraphCall {
 
 /// The stand-ins' shared state.
 #[derive(Default)]
-pub struct StandIns {
+pub(crate) struct StandIns {
     graph_calls: Mutex<Vec<GraphCall>>,
 }
 
@@ -201,7 +201,7 @@ async fn replay_audit(ingest: web::Data<Arc<AuditIngest>>) -> HttpResponse {
 }
 
 /// Registers the stand-in routes under `/_local/` (local mode only).
-pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<StandIns>, alerts: web::Data<Arc<AuditIngest>>) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: web::Data<StandIns>, alerts: web::Data<Arc<AuditIngest>>) {
     cfg.service(
         web::scope("/_local")
             .app_data(state)

@@ -60,7 +60,7 @@ pub struct Application {
 }
 
 /// Local mode never listens beyond loopback: keep the port, force the address.
-pub fn effective_bind(config: &Config) -> SocketAddr {
+pub(crate) fn effective_bind(config: &Config) -> SocketAddr {
     if config.mode == Mode::Dev && !config.bind.ip().is_loopback() {
         tracing::warn!(requested = %config.bind, "local mode listens on loopback only");
         return SocketAddr::from((Ipv4Addr::LOCALHOST, config.bind.port()));
@@ -70,7 +70,7 @@ pub fn effective_bind(config: &Config) -> SocketAddr {
 
 /// Who may do what, from the configuration: in `serve` the configured tenant, team, channel and
 /// admins; in local mode whatever is configured, and anyone on loopback otherwise.
-pub fn workflow_settings(config: &Config) -> WorkflowSettings {
+pub(crate) fn workflow_settings(config: &Config) -> WorkflowSettings {
     let admins = (!config.security.admins.is_empty() || config.mode == Mode::Serve || config.app.is_some())
         .then(|| config.security.admins.iter().map(|a| a.to_ascii_lowercase()).collect::<HashSet<_>>());
     WorkflowSettings {
@@ -88,7 +88,7 @@ pub fn workflow_settings(config: &Config) -> WorkflowSettings {
 }
 
 /// Where admins' delegated tokens come from, per `CHATWARDEN_TOKEN_MODE`.
-pub fn token_source(config: &Config) -> Result<TokenSource, ClientSetupError> {
+pub(crate) fn token_source(config: &Config) -> Result<TokenSource, ClientSetupError> {
     let base = config.endpoints.token_service.clone();
     let connection = config.oauth_connection.clone();
     Ok(match (config.token_mode, &config.app) {

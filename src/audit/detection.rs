@@ -50,7 +50,7 @@ impl DetectionRules {
     }
 
     /// The outside parties of `record` that are not allow-listed.
-    pub fn suspicious_parties(&self, record: &AuditRecord) -> ExternalParties {
+    pub(crate) fn suspicious_parties(&self, record: &AuditRecord) -> ExternalParties {
         let all = record.external_parties();
         let tenant_ids: Vec<String> = all.tenant_ids.iter().filter(|t| !self.allowed_tenants.contains(*t)).cloned().collect();
         let domains: Vec<String> = all.domains.iter().filter(|d| !self.domain_allowed(d)).cloned().collect();

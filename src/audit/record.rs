@@ -223,7 +223,7 @@ fn objects_field<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, name: &'stat
 }
 
 /// Parses `CreationTime` (`2020-02-17T16:59:44`, optionally with fraction and zone; no zone = UTC).
-pub fn parse_creation_time(text: &str) -> Option<i64> {
+pub(crate) fn parse_creation_time(text: &str) -> Option<i64> {
     use time::format_description::well_known::Rfc3339;
     let parsed =
         time::OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| time::OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339).ok())?;
@@ -290,7 +290,7 @@ impl AuditRecord {
     }
 
     /// The domain of a UPN (lower case), when it looks like an address.
-    pub fn domain_of(upn: &str) -> Option<String> {
+    pub(crate) fn domain_of(upn: &str) -> Option<String> {
         upn.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).filter(|d| d.contains('.'))
     }
 
@@ -344,7 +344,7 @@ impl AuditRecord {
 
     /// [`internal_members`](Self::internal_members) for a caller that already holds the record's
     /// [`external_parties`](Self::external_parties) (they are not computed twice).
-    pub fn internal_members_among<'a: 'p, 'p>(&'a self, parties: &'p ExternalParties) -> impl Iterator<Item = &'a Member> + 'p {
+    pub(crate) fn internal_members_among<'a: 'p, 'p>(&'a self, parties: &'p ExternalParties) -> impl Iterator<Item = &'a Member> + 'p {
         let ours = self.organization_id.as_str();
         self.members.iter().filter(move |m| match &m.organization_id {
             Some(tenant) => tenant.eq_ignore_ascii_case(ours),
@@ -380,7 +380,7 @@ impl ExternalParties {
     }
 
     /// A short description (`fabrikam.com (tenant 1d36...)`, `unauthenticated users`).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         if !self.domains.is_empty() {
             parts.push(self.domains.join(", "));

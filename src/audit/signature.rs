@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Header that carries the signature.
-pub const SIGNATURE_HEADER: &str = "x-chatwarden-signature-256";
+pub(crate) const SIGNATURE_HEADER: &str = "x-chatwarden-signature-256";
 
 /// Why a signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

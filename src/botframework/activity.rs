@@ -181,7 +181,7 @@ fn strip_leading_at_tag(text: &str) -> &str {
 }
 
 /// Decodes the HTML entities Teams puts in message text (`&nbsp;`, `&amp;`, numeric ones).
-pub fn decode_html_entities(text: &str) -> String {
+pub(crate) fn decode_html_entities(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('&') {
@@ -280,7 +280,7 @@ impl OutgoingActivity {
     }
 
     /// A reply to `to` that carries one adaptive card.
-    pub fn reply_card(to: &Activity, card: Value) -> Self {
+    pub(crate) fn reply_card(to: &Activity, card: Value) -> Self {
         let mut reply = Self::reply_text(to, String::new());
         reply.text = None;
         reply.text_format = None;
@@ -289,7 +289,7 @@ impl OutgoingActivity {
     }
 
     /// A full replacement of the card activity `activity_id` in `conversation_id`.
-    pub fn card_update(activity_id: &str, conversation_id: &str, card: Value) -> Self {
+    pub(crate) fn card_update(activity_id: &str, conversation_id: &str, card: Value) -> Self {
         Self {
             kind: "message",
             id: Some(activity_id.to_owned()),
@@ -304,7 +304,7 @@ impl OutgoingActivity {
     }
 
     /// A message that is only a card (the first message of a new thread).
-    pub fn card_message(card: Value) -> Self {
+    pub(crate) fn card_message(card: Value) -> Self {
         Self {
             kind: "message",
             id: None,

@@ -25,9 +25,9 @@ use super::activity::Activity;
 use super::keys::{KeyLookupError, KeyStore};
 
 /// Issuer of Bot Connector tokens (public cloud).
-pub const CHANNEL_ISSUER: &str = "https://api.botframework.com";
+pub(crate) const CHANNEL_ISSUER: &str = "https://api.botframework.com";
 /// The only channel this bot serves.
-pub const TEAMS_CHANNEL_ID: &str = "msteams";
+pub(crate) const TEAMS_CHANNEL_ID: &str = "msteams";
 /// Allowed clock skew for `exp` and `nbf`, in seconds.
 pub const CLOCK_SKEW_SECONDS: u64 = 300;
 /// Longest bearer token accepted (real ones are ~1.5 KB).
@@ -302,7 +302,7 @@ struct UpnClaims {
 /// The user principal name a delegated token names (`upn`, else `preferred_username`), read
 /// without verifying it: Entra ID issued the token to chatwarden itself, and the name is only
 /// recorded in the history beside the object id the token was already bound to.
-pub fn unverified_upn(token: &str) -> Option<String> {
+pub(crate) fn unverified_upn(token: &str) -> Option<String> {
     let (_, payload) = split_token(token).ok()?;
     let claims: UpnClaims = decode_segment(payload).ok()?;
     claims.upn.or(claims.preferred_username).filter(|upn| !upn.is_empty() && upn.len() <= 256)
@@ -311,12 +311,12 @@ pub fn unverified_upn(token: &str) -> Option<String> {
 /// Whether the unverified `oid` claim of `token` equals `oid` (case-insensitive). Used only to
 /// bind a Teams SSO token to the admin who sent it before Entra ID verifies that token in the
 /// on-behalf-of exchange; never as proof of identity on its own.
-pub fn unverified_oid_matches(token: &str, oid: &str) -> bool {
+pub(crate) fn unverified_oid_matches(token: &str, oid: &str) -> bool {
     unverified_oid(token).is_some_and(|claimed| claimed.eq_ignore_ascii_case(oid))
 }
 
 /// The `oid` claim of a JWT, read without verifying it; `None` when it is not a JWT or has none.
-pub fn unverified_oid(token: &str) -> Option<String> {
+pub(crate) fn unverified_oid(token: &str) -> Option<String> {
     let (_, payload) = split_token(token).ok()?;
     let claims: OidClaim = decode_segment(payload).ok()?;
     claims.oid

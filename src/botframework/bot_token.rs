@@ -18,9 +18,9 @@ use crate::metrics::Metrics;
 use crate::outbound::ClientSetupError;
 
 /// Scope of the bot's outbound token.
-pub const BOT_FRAMEWORK_SCOPE: &str = "https://api.botframework.com/.default";
+pub(crate) const BOT_FRAMEWORK_SCOPE: &str = "https://api.botframework.com/.default";
 /// How long before expiry a cached token is dropped.
-pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+pub(crate) const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
 /// Why the bot's token could not be obtained.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,7 +55,7 @@ struct OAuthError {
 
 /// A bearer token and when to stop using it.
 #[derive(Clone)]
-pub struct CachedToken {
+pub(crate) struct CachedToken {
     /// The token.
     pub secret: SecretString,
     /// When the cache entry expires (the token's expiry minus the margin).
@@ -71,7 +71,7 @@ impl Expiry<(), Arc<CachedToken>> for UntilExpiry {
 }
 
 /// Computes when to stop using a token that lives `expires_in` seconds from `now`.
-pub fn use_until(now: Instant, expires_in: Duration) -> Instant {
+pub(crate) fn use_until(now: Instant, expires_in: Duration) -> Instant {
     // Tokens shorter than twice the margin are used for half their life.
     let usable = if expires_in > EXPIRY_MARGIN * 2 { expires_in - EXPIRY_MARGIN } else { expires_in / 2 };
     now + usable
@@ -95,7 +95,7 @@ struct ClientCredentials {
 
 /// Entra ID's v2 token endpoint of `tenant`: `{login}/{tenant}/oauth2/v2.0/token`, the tenant
 /// percent-encoded (client credentials and on-behalf-of both post there).
-pub fn entra_token_url(login: &Url, tenant: &str) -> Result<Url, ClientSetupError> {
+pub(crate) fn entra_token_url(login: &Url, tenant: &str) -> Result<Url, ClientSetupError> {
     let text = format!("{}/{}/oauth2/v2.0/token", login.as_str().trim_end_matches('/'), super::service_url::encode_component(tenant));
     Url::parse(&text).map_err(|_| ClientSetupError::Url(text))
 }

@@ -21,7 +21,7 @@ use crate::http::ApiError;
 use crate::metrics::Metrics;
 
 /// How inbound requests are authenticated.
-pub enum InboundAuth {
+pub(crate) enum InboundAuth {
     /// Production: every request carries a valid Bot Connector JWT.
     Channel(Box<ChannelAuthenticator>),
     /// Local mode only (no app id configured): no token is checked. The allowlist still applies
@@ -30,7 +30,7 @@ pub enum InboundAuth {
 }
 
 /// Everything the extractor needs, registered as app data.
-pub struct InboundGate {
+pub(crate) struct InboundGate {
     auth: InboundAuth,
     allowlist: HostAllowlist,
     /// Service URLs the allowlist accepted, by their exact text: the allowlist is fixed for the
@@ -168,13 +168,13 @@ impl FromRequest for VerifiedActivity {
 /// server that answers while the client is still sending and then closes makes the kernel reset
 /// the connection, and the client sees the reset instead of the 413 (nginx lingers for the same
 /// reason). Past this, or past [`DRAIN_TIME`], the 413 is sent anyway.
-pub const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+pub(crate) const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
 /// Longest time spent draining one oversized body.
-pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Refuses at once a request whose declared `Content-Length` is beyond even [`DRAIN_LIMIT`]
 /// (smaller oversized bodies are drained by [`read_body`], so that the 413 arrives).
-pub fn refuse_declared_oversize(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+pub(crate) fn refuse_declared_oversize(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
     let declared =
         req.headers().get(actix_web::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit.max(DRAIN_LIMIT)) {

@@ -4,11 +4,11 @@
 use serde_json::{Value, json};
 
 /// Content type of an OAuth (sign-in) card attachment.
-pub const OAUTH_CARD: &str = "application/vnd.microsoft.card.oauth";
+pub(crate) const OAUTH_CARD: &str = "application/vnd.microsoft.card.oauth";
 
 /// What an `adaptiveCard/action` invoke answers (Universal Actions response types).
 #[derive(Debug, Clone, PartialEq)]
-pub enum ActionResponse<'a> {
+pub(crate) enum ActionResponse<'a> {
     /// A card that replaces the presser's.
     Card(&'a Value),
     /// A short message shown to the presser.
@@ -49,13 +49,13 @@ pub fn acknowledged() -> Value {
 }
 
 /// The body of a failed `signin/tokenExchange` (412): Teams then shows the sign-in card.
-pub fn token_exchange_failure(exchange_id: &str, connection: &str, detail: &str) -> Value {
+pub(crate) fn token_exchange_failure(exchange_id: &str, connection: &str, detail: &str) -> Value {
     json!({"id": exchange_id, "connectionName": connection, "failureDetail": detail})
 }
 
 /// An OAuth card: `text`, one sign-in button opening `sign_in_link`, and the SSO token exchange
 /// resource when the connection offers one (Teams then tries SSO first).
-pub fn oauth_card(text: &str, connection: &str, sign_in_link: &str, token_exchange_resource: Option<Value>) -> Value {
+pub(crate) fn oauth_card(text: &str, connection: &str, sign_in_link: &str, token_exchange_resource: Option<Value>) -> Value {
     let mut card = json!({
         "text": text,
         "connectionName": connection,

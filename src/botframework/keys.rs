@@ -119,7 +119,7 @@ impl KeyStore {
     }
 
     /// Whether a key set has been loaded at least once.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }
 
@@ -157,7 +157,7 @@ impl KeyStore {
     }
 
     /// Starts the background task: load now (retrying until it works), then refresh on schedule.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(self);
         tokio::spawn(async move {
             loop {

@@ -37,7 +37,7 @@ pub enum ServiceUrlRejection {
 }
 
 /// Whether the URL's host is a loopback host (`127.0.0.0/8`, `localhost`, `[::1]`).
-pub fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
@@ -112,7 +112,7 @@ impl fmt::Display for HostAllowlist {
 
 impl AllowedServiceUrl {
     /// The URL as given (path prefix such as `/emea/` kept).
-    pub fn as_url(&self) -> &Url {
+    pub(crate) fn as_url(&self) -> &Url {
         &self.0
     }
 

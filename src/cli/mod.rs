@@ -88,7 +88,7 @@ pub enum CliCommand {
 }
 
 /// The default configuration file, used when present.
-pub const DEFAULT_CONFIG_FILE: &str = "chatwarden.toml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "chatwarden.toml";
 
 fn config_file(explicit: Option<&Path>) -> Option<PathBuf> {
     match explicit {
@@ -238,7 +238,7 @@ async fn history(config: &Config, limit: u32, case_id: Option<&str>) -> ExitCode
 }
 
 /// What `chatwarden dev` prints at start: what is really on (`{port}` is filled in once bound).
-pub fn dev_banner(config: &Config) -> String {
+pub(crate) fn dev_banner(config: &Config) -> String {
     match &config.app {
         None => "chatwarden dev: LOCAL MODE, listening on http://127.0.0.1:{port}/api/messages (loopback only, inbound auth OFF, \
                  local stand-ins for the token service, Graph and the audit source).\n\

@@ -30,9 +30,8 @@ mod tests;
 mod validate;
 
 use parse::{gather, is_guid, parse_public_host};
-pub use settings::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_OPENID_METADATA_URL, DEFAULT_SERVICE_URL_ALLOWLIST, MIN_RETENTION_DAYS, SETTINGS, Setting,
-};
+pub(crate) use settings::MIN_RETENTION_DAYS;
+pub use settings::{SETTINGS, Setting};
 use validate::validate;
 
 /// How the process runs: production (`serve`) or local (`dev`).
@@ -160,7 +159,7 @@ pub struct ExecutionPolicy {
 impl ExecutionPolicy {
     /// Leases of `lease`, swept twice per lease (at most every 30 s), so a case abandoned by a
     /// crashed runner resumes at most one and a half leases after the crash.
-    pub fn with_lease(lease: Duration) -> Self {
+    pub(crate) fn with_lease(lease: Duration) -> Self {
         Self { lease, sweep_interval: (lease / 2).min(Duration::from_secs(30)) }
     }
 }
@@ -317,7 +316,7 @@ impl Config {
 /// What `chatwarden manifest` needs to build the Teams app package: the bot's app id and the
 /// public host, and nothing secret (no password, no tenant).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackageSettings {
+pub(crate) struct PackageSettings {
     /// `MICROSOFT_APP_ID`.
     pub app_id: String,
     /// `CHATWARDEN_PUBLIC_HOST`.

@@ -30,15 +30,13 @@ const fn setting(env: &'static str, file_key: &'static str, meaning: &'static st
 }
 
 /// Default Bot Framework OpenID metadata (public cloud).
-pub const DEFAULT_OPENID_METADATA_URL: &str = "https://login.botframework.com/v1/.well-known/openidconfiguration";
+pub(crate) const DEFAULT_OPENID_METADATA_URL: &str = "https://login.botframework.com/v1/.well-known/openidconfiguration";
 /// Default service URL hosts the bot may send its token to (public cloud Teams).
-pub const DEFAULT_SERVICE_URL_ALLOWLIST: &str =
+pub(crate) const DEFAULT_SERVICE_URL_ALLOWLIST: &str =
     "smba.trafficmanager.net,smba.onyx.prod.teams.trafficmanager.net,smba.infra.gcc.teams.microsoft.com";
-/// Default JSON body limit for `/api/messages` (256 KiB).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Shortest retention: longer than the 7 days the Management Activity API serves content for.
-pub const MIN_RETENTION_DAYS: u64 = 8;
+pub(crate) const MIN_RETENTION_DAYS: u64 = 8;
 
 /// Every setting chatwarden reads, in documentation order.
 pub const SETTINGS: &[Setting] = &[

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::settings::DEFAULT_OPENID_METADATA_URL;
 use super::*;
 
 const APP: &str = "9a8b7c6d-3333-4e5f-a6b7-c8d9e0f1a2b3";
@@ -35,7 +36,7 @@ fn serve_with_every_required_setting_loads_with_documented_defaults() {
     assert_eq!(config.endpoints.openid_metadata.as_str(), DEFAULT_OPENID_METADATA_URL);
     assert_eq!(config.endpoints.graph.as_str(), "https://graph.microsoft.com/");
     assert_eq!(config.oauth_connection, "graph");
-    assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(config.max_body_bytes, 256 * 1024);
     assert!(config.service_url_allowlist.check("https://smba.trafficmanager.net/emea/").is_ok());
     assert!(config.auth_enabled());
     assert!(config.alert_secret.is_none());

@@ -14,7 +14,7 @@ use crate::cases::{Case, CaseState};
 use super::CaseObserver;
 
 /// Updates a case's card for everyone and reports final outcomes in its thread.
-pub struct CardUpdater {
+pub(crate) struct CardUpdater {
     connector: Arc<ConnectorClient>,
     allowlist: HostAllowlist,
 }

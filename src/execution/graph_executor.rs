@@ -21,7 +21,7 @@ use crate::graph::{
 use crate::tokens::DelegatedTokens;
 
 /// Plain-language outcome of a Graph status for one kind of action.
-pub fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String) {
+pub(crate) fn explain(kind: CaseKind, status: u16, code: &str) -> (TargetStatus, String) {
     let removal = kind != CaseKind::RevokeSessions;
     match status {
         200..=299 if removal => (TargetStatus::Done, "removed: the user no longer has access to the chat".into()),
@@ -86,7 +86,7 @@ pub struct GraphExecutor {
 }
 
 /// Graph's documented limit for Teams writes per app per tenant.
-pub const TENANT_WRITES_PER_SECOND: usize = 30;
+pub(crate) const TENANT_WRITES_PER_SECOND: usize = 30;
 
 /// Paces batched writes to a number of items per sliding second, so a bulk case runs at
 /// Graph's limit instead of provoking a storm of 429s (the ones that still come are retried
@@ -139,7 +139,7 @@ fn failed_all(targets: &[&Target], detail: &str) -> Vec<TargetResult> {
 
 impl GraphExecutor {
     /// An executor calling `graph` with tokens from `tokens`, pacing bulk writes to Graph's
-    /// limit of [`TENANT_WRITES_PER_SECOND`].
+    /// limit of `TENANT_WRITES_PER_SECOND`.
     pub fn new(graph: Arc<GraphClient>, tokens: Arc<DelegatedTokens>) -> Self {
         Self { graph, tokens, items_per_second: TENANT_WRITES_PER_SECOND }
     }

@@ -6,13 +6,15 @@
 //! any replica (and every start-up) picks such cases up again. Graph removal is idempotent, so
 //! resuming a half-run case is safe.
 //!
-//! [`runner`] holds the claim-run-finish loop, [`graph_executor`] the Graph calls, and
-//! [`card_updater`] what the cards show as a case moves.
+//! `runner` holds the claim-run-finish loop, `graph_executor` the Graph calls, and
+//! `card_updater` what the cards show as a case moves.
 
 mod card_updater;
 mod graph_executor;
 mod runner;
 
-pub use card_updater::CardUpdater;
-pub use graph_executor::{GraphExecutor, TENANT_WRITES_PER_SECOND, explain};
-pub use runner::{CaseExecutor, CaseObserver, CaseRunner, TargetResult, UnavailableExecutor};
+pub(crate) use card_updater::CardUpdater;
+pub use graph_executor::GraphExecutor;
+pub(crate) use graph_executor::explain;
+pub use runner::{CaseExecutor, TargetResult};
+pub(crate) use runner::{CaseObserver, CaseRunner};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use crate::cases::TargetResult;
-use crate::cases::{Case, CaseState, TargetStatus, final_state, now_ms};
+use crate::cases::{Case, CaseState, final_state, now_ms};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -23,29 +23,6 @@ pub trait CaseExecutor: Send + Sync {
 pub trait CaseObserver: Send + Sync {
     /// The case after the change.
     async fn case_changed(&self, case: &Case);
-}
-
-/// An executor for deployments where Graph execution is not wired: every target fails with a
-/// clear message, so nothing is reported as done that was not done.
-pub struct UnavailableExecutor;
-
-#[async_trait]
-impl CaseExecutor for UnavailableExecutor {
-    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
-        case.targets
-            .iter()
-            .filter(|t| t.status == TargetStatus::Pending)
-            .map(|t| TargetResult {
-                position: t.position,
-                status: TargetStatus::Failed,
-                graph_status: None,
-                detail: "Graph execution is not available on this instance".into(),
-                user_oid: None,
-                graph_code: None,
-                receipt: None,
-            })
-            .collect()
-    }
 }
 
 /// Claims and runs approved cases.
@@ -132,7 +109,7 @@ impl CaseRunner {
 
     /// Sweeps now (start-up recovery) and then every `every`; each finished sweep is counted in
     /// `chatwarden_case_sweeps_total` (a sweeper that stopped shows as a flat counter).
-    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let runner = Arc::clone(self);
         tokio::spawn(async move {
             loop {

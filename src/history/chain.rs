@@ -98,7 +98,7 @@ pub enum ChainBreak {
 
 /// Walks a chain one event at a time, in `seq` order.
 #[derive(Debug, Clone)]
-pub struct ChainCheck {
+pub(crate) struct ChainCheck {
     next_seq: i64,
     prev_hash: String,
     checked: u64,
@@ -106,7 +106,7 @@ pub struct ChainCheck {
 
 impl ChainCheck {
     /// A check that starts after `seq` with `prev_hash` (0 and [`GENESIS`] for a chain never pruned).
-    pub fn starting_after(seq: i64, prev_hash: &str) -> Self {
+    pub(crate) fn starting_after(seq: i64, prev_hash: &str) -> Self {
         Self { next_seq: seq + 1, prev_hash: prev_hash.to_owned(), checked: 0 }
     }
 
@@ -138,19 +138,8 @@ impl ChainCheck {
         }
         Ok(self.checked)
     }
-
-    /// How many events were checked.
-    pub fn checked(&self) -> u64 {
-        self.checked
-    }
-
-    /// The hash of the last event checked (or the starting hash).
-    pub fn last_hash(&self) -> &str {
-        &self.prev_hash
-    }
 }
 
-/// `n` events like `template`, one second apart, chained from [`GENESIS`] (for tests).
 #[cfg(test)]
 pub(crate) fn sample_chain(template: &HistoryEvent, n: i64) -> Vec<HistoryEvent> {
     let mut prev = GENESIS.to_owned();

@@ -26,7 +26,7 @@ pub struct Checkpoint {
 }
 
 /// The signature of a checkpoint's fields.
-pub fn checkpoint_signature(secret: &SecretString, seq: i64, hash: &str, pruned: i64, pruned_at: i64) -> String {
+pub(crate) fn checkpoint_signature(secret: &SecretString, seq: i64, hash: &str, pruned: i64, pruned_at: i64) -> String {
     signature::sign(secret.expose_secret().as_bytes(), signed_text(seq, hash, pruned, pruned_at).as_bytes())
         .trim_start_matches("sha256=")
         .to_owned()

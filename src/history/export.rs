@@ -73,7 +73,7 @@ fn csv_cell(text: &str) -> String {
 }
 
 /// Writes events in one format, one at a time.
-pub struct ExportWriter<W: Write> {
+pub(crate) struct ExportWriter<W: Write> {
     inner: Inner<W>,
     written: u64,
 }
@@ -139,7 +139,7 @@ impl<W: Write> ExportWriter<W> {
 /// A `--since` / `--until` bound: a date (`2026-11-01`, midnight UTC), a time
 /// (`2026-11-01T09:30:00Z`, RFC 3339) or an age before now (`90m`, `24h`, `30d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeBound(i64);
+pub(crate) struct TimeBound(i64);
 
 impl TimeBound {
     /// Reads `text` relative to `now` (Unix ms).
@@ -167,14 +167,14 @@ impl TimeBound {
     }
 
     /// The bound as Unix ms.
-    pub fn unix_ms(self) -> i64 {
+    pub(crate) fn unix_ms(self) -> i64 {
         self.0
     }
 }
 
 /// What the offline check of a JSONL export found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonlReport {
+pub(crate) struct JsonlReport {
     /// Events checked.
     pub events: u64,
     /// Places where the export skips part of the chain (a `--case` or time-bounded export of a
@@ -186,7 +186,7 @@ pub struct JsonlReport {
 
 /// Why a JSONL export does not verify.
 #[derive(Debug, thiserror::Error)]
-pub enum JsonlError {
+pub(crate) enum JsonlError {
     /// A line is not an exported event.
     #[error("line {line} is not an exported event: {reason}")]
     Unreadable {
@@ -210,7 +210,7 @@ pub enum JsonlError {
 
 /// Checks a JSONL export offline: each event's hash against its content, each event's
 /// `prev_hash` against the one before it where places follow each other, and the order.
-pub fn verify_jsonl(reader: impl BufRead) -> Result<JsonlReport, JsonlError> {
+pub(crate) fn verify_jsonl(reader: impl BufRead) -> Result<JsonlReport, JsonlError> {
     let mut report = JsonlReport { events: 0, gaps: 0, last: None };
     for (index, line) in reader.lines().enumerate() {
         let line_no = index as u64 + 1;

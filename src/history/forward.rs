@@ -33,7 +33,7 @@ const PAGE: i64 = 200;
 
 /// Where and how events are forwarded.
 #[derive(Debug, Clone)]
-pub struct ForwardSettings {
+pub(crate) struct ForwardSettings {
     /// The receiver (https, or http on a loopback host).
     pub url: Url,
     /// The HMAC-SHA256 key of the signature header.
@@ -48,7 +48,7 @@ pub struct ForwardSettings {
 
 /// Why a forwarding pass stopped before it caught up.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// The receiver did not take an event.
     #[error("the receiver did not take event {seq}: {reason}")]
     Refused {
@@ -65,7 +65,7 @@ pub enum ForwardError {
 }
 
 /// Sends the history to the receiver.
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     store: Store,
     http: reqwest::Client,
     settings: ForwardSettings,

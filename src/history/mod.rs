@@ -8,11 +8,12 @@ mod forward;
 mod retention;
 
 pub(crate) use chain::Canonical;
-pub use chain::{ChainBreak, ChainCheck, GENESIS};
-pub use checkpoint::{Checkpoint, checkpoint_signature};
-pub use export::{ExportFormat, ExportWriter, JsonlError, JsonlReport, TimeBound, verify_jsonl};
-pub use forward::{ForwardError, ForwardSettings, Forwarder};
-pub use retention::HistoryRetention;
+pub(crate) use chain::ChainCheck;
+pub use chain::{ChainBreak, GENESIS};
+pub(crate) use checkpoint::{Checkpoint, checkpoint_signature};
+pub(crate) use export::{ExportFormat, ExportWriter, TimeBound, verify_jsonl};
+pub(crate) use forward::{ForwardSettings, Forwarder};
+pub(crate) use retention::HistoryRetention;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,6 @@ pub struct HistoryEvent {
     pub data: Option<String>,
     /// The previous event's hash ([`GENESIS`] for the first).
     pub prev_hash: String,
-    /// SHA-256 of this event's canonical form (see [`ChainCheck`]).
+    /// SHA-256 of this event's canonical form (see `ChainCheck`).
     pub hash: String,
 }

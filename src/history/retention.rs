@@ -21,7 +21,7 @@ const EVERY: Duration = Duration::from_secs(3600);
 
 /// What the history sweep needs.
 #[derive(Debug, Clone)]
-pub struct HistoryRetention {
+pub(crate) struct HistoryRetention {
     /// Events older than this are pruned.
     pub keep: Duration,
     /// Signs the checkpoints.

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
 /// `/api/alerts`: the HMAC secret and where records go.
-pub struct AlertIntake {
+pub(crate) struct AlertIntake {
     /// The HMAC key; alerts are disabled (404) without it.
     pub secret: Option<SecretString>,
     /// Largest accepted body.

@@ -1,5 +1,5 @@
 //! The HTTP edge: the actix-web app, its routes, request ids and the one error table. Handlers
-//! live beside it: [`messages`] (Teams), [`alerts`] (signed audit pushes), [`health`] (health,
+//! live beside it: `messages` (Teams), `alerts` (signed audit pushes), `health` (health,
 //! readiness, metrics).
 
 mod alerts;
@@ -22,13 +22,13 @@ use crate::metrics::Metrics;
 use crate::standins::StandIns;
 use crate::store::Store;
 
-pub use alerts::AlertIntake;
+pub(crate) use alerts::AlertIntake;
 pub use error::ApiError;
-pub use request_span::RequestSpan;
+pub(crate) use request_span::RequestSpan;
 
 /// Shared state of the running service (cheap to clone: every field is shared).
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// Inbound checks.
     pub gate: web::Data<InboundGate>,
     /// The bot.
@@ -44,7 +44,7 @@ pub struct AppState {
 }
 
 /// Registers every route on an actix-web app (the same function in production and tests).
-pub fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone + 'static {
+pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + Clone + 'static {
     let gate = state.gate.clone();
     let bot = state.bot.clone();
     let metrics = web::Data::from(Arc::clone(&state.metrics));
@@ -90,7 +90,7 @@ fn not_allowed(allowed: &'static str) -> Result<HttpResponse, ApiError> {
 }
 
 /// Builds the complete app: tracing with a request id (echoed as `x-request-id`) and the routes.
-pub fn build_app(
+pub(crate) fn build_app(
     state: AppState,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<

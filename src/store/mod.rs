@@ -19,7 +19,8 @@ mod sql;
 
 pub use cases::Created;
 pub use decisions::DecisionOutcome;
-pub use history::{EventFilter, Verified, VerifyError};
+pub use history::Verified;
+pub use history::{EventFilter, VerifyError};
 pub use pairs::Pair;
 pub use retention::Pruned;
 

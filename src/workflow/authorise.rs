@@ -47,7 +47,7 @@ impl Denied {
 }
 
 /// The key under which an activity is deduplicated: conversation and activity id.
-pub fn activity_key(activity: &Activity) -> Option<String> {
+pub(crate) fn activity_key(activity: &Activity) -> Option<String> {
     let conversation = activity.conversation.as_ref()?;
     let id = activity.id.as_deref().filter(|id| !id.is_empty())?;
     Some(format!("{}|{id}", conversation.id))
@@ -63,7 +63,7 @@ pub(super) fn channel_of(activity: &Activity) -> Option<&str> {
 
 impl CaseWorkflow {
     /// Checks tenant, team, channel and admin list; returns who is acting.
-    pub fn authorise(&self, activity: &Activity) -> Result<Actor, Denied> {
+    pub(crate) fn authorise(&self, activity: &Activity) -> Result<Actor, Denied> {
         let from = activity.from.as_ref().ok_or(Denied::NoIdentity)?;
         let oid = from.aad_object_id.as_deref().filter(|o| !o.is_empty()).ok_or(Denied::NoIdentity)?;
         let scope = &self.settings.scope;

@@ -94,7 +94,7 @@ pub enum ActionReply {
 
 impl ActionReply {
     /// The `adaptiveCard/action` invoke response body for this reply.
-    pub fn invoke_body(&self) -> Value {
+    pub(crate) fn invoke_body(&self) -> Value {
         let response = match self {
             ActionReply::Card(card) => ActionResponse::Card(card),
             ActionReply::Message(text) => ActionResponse::Message(text),

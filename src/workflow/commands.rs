@@ -41,7 +41,7 @@ fn matching_member(records: &[AuditRecord], user: &UserRef) -> Option<(Option<St
 /// Every (chat, internal user) pair of `records`, minus pairs removed after the record that names
 /// them (a record newer than the removal means the user was pulled back in); and the evidence.
 /// `removed` holds each removed pair's latest removal (Unix ms).
-pub fn external_pairs(records: &[AuditRecord], removed: &HashMap<(String, String), i64>) -> (Vec<NewTarget>, Vec<String>) {
+pub(crate) fn external_pairs(records: &[AuditRecord], removed: &HashMap<(String, String), i64>) -> (Vec<NewTarget>, Vec<String>) {
     let mut seen = HashSet::new();
     let mut targets = Vec::new();
     let mut evidence = Vec::new();

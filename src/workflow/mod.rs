@@ -1,6 +1,6 @@
-//! The approval workflow, the Teams side of cases: who may ask ([`authorise`]), commands that
-//! open cases and post approval cards ([`commands`]), card actions that become decisions
-//! ([`card_actions`]) and the sign-ins an approval may need first ([`sign_in`]).
+//! The approval workflow, the Teams side of cases: who may ask (`authorise`), commands that
+//! open cases and post approval cards (`commands`), card actions that become decisions
+//! (`card_actions`) and the sign-ins an approval may need first (`sign_in`).
 
 mod authorise;
 mod card_actions;
@@ -26,10 +26,12 @@ use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::tokens::ApproverTokens;
 
-pub use authorise::{Denied, REFUSAL_TEXT, Scope, activity_key};
-pub use card_actions::{ActionPath, ActionReply, CardAction, CardIntent};
-pub use commands::external_pairs;
-pub use sign_in::{SignInProof, SignInReply};
+pub use authorise::REFUSAL_TEXT;
+pub(crate) use authorise::Scope;
+pub use card_actions::CardAction;
+pub(crate) use card_actions::{ActionPath, ActionReply};
+pub use sign_in::SignInProof;
+pub use sign_in::SignInReply;
 
 /// Settings of the case workflow.
 #[derive(Debug, Clone)]

@@ -9,13 +9,15 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::json;
 
+use super::authorise::Denied;
+use super::card_actions::CardIntent;
 use super::*;
 use crate::botframework::activity::Activity;
 use crate::botframework::connector::{ConnectorError, ResourceResponse};
 use crate::botframework::service_url::{AllowedServiceUrl, HostAllowlist};
-use crate::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, now_ms};
+use crate::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, TargetStatus, now_ms};
 use crate::commands::{Command, RevokeTarget};
-use crate::execution::UnavailableExecutor;
+use crate::execution::{CaseExecutor, TargetResult};
 use crate::graph::{GraphFailure, GraphUser};
 use crate::store::Created;
 use crate::tokens::{SignInResource, SignInState, TokenError};
@@ -230,4 +232,26 @@ async fn a_stranger_is_answered_within_the_refusal_limit_only() {
     }
     // The first refusal and one line about the rest.
     assert_eq!(fx.store.refusals(10).await.unwrap().len(), 2);
+}
+
+/// An executor that fails every target: the tests here are about the rules before execution.
+struct UnavailableExecutor;
+
+#[async_trait]
+impl CaseExecutor for UnavailableExecutor {
+    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
+        case.targets
+            .iter()
+            .filter(|t| t.status == TargetStatus::Pending)
+            .map(|t| TargetResult {
+                position: t.position,
+                status: TargetStatus::Failed,
+                graph_status: None,
+                detail: "Graph execution is not available on this instance".into(),
+                user_oid: None,
+                graph_code: None,
+                receipt: None,
+            })
+            .collect()
+    }
 }
