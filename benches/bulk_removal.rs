@@ -10,9 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatwarden::botframework::bot_token::BotTokenProvider;
 use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
 use chatwarden::config::RetryPolicy;
+use chatwarden::entra::app_token::AppTokenProvider;
 use chatwarden::execution::{CaseExecutor, GraphExecutor};
 use chatwarden::graph::GraphClient;
 use chatwarden::metrics::Metrics;
@@ -148,7 +148,7 @@ async fn main() {
     let tokens = Arc::new(
         DelegatedTokens::new(
             TokenSource::TokenService { base: url::Url::parse(&token_service.uri()).unwrap(), connection: "graph".into() },
-            Arc::new(BotTokenProvider::anonymous()),
+            Arc::new(AppTokenProvider::anonymous()),
             retry,
             metrics.clone(),
         )

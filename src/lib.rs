@@ -12,6 +12,7 @@ pub mod cases;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod entra;
 pub mod execution;
 pub mod graph;
 pub mod history;

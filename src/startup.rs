@@ -13,13 +13,14 @@ use secrecy::ExposeSecret as _;
 
 use crate::bot::Bot;
 use crate::botframework::auth::ChannelAuthenticator;
-use crate::botframework::bot_token::{BotTokenProvider, entra_token_url};
 use crate::botframework::connector::ConnectorClient;
 use crate::botframework::inbound::{InboundAuth, InboundGate};
 use crate::botframework::keys::KeyStore;
 use crate::botframework::service_url::HostAllowlist;
 use crate::cases::Policy;
 use crate::config::{Config, Mode};
+use crate::entra::app_token::AppTokenProvider;
+use crate::entra::token_url as entra_token_url;
 use crate::workflow::{CaseWorkflow, Scope, WorkflowServices, WorkflowSettings};
 use std::time::Duration;
 
@@ -154,7 +155,7 @@ impl Application {
             Some(app) => {
                 let keys = Arc::new(KeyStore::new(config.endpoints.openid_metadata.clone(), config.key_refresh, Arc::clone(&metrics))?);
                 background.push(keys.spawn_maintenance());
-                let tokens = BotTokenProvider::client_credentials(app, &config.endpoints.login, config.retry, Arc::clone(&metrics))?;
+                let tokens = AppTokenProvider::client_credentials(app, &config.endpoints.login, config.retry, Arc::clone(&metrics))?;
                 (InboundAuth::Channel(Box::new(ChannelAuthenticator::new(&app.app_id, keys))), tokens, config.service_url_allowlist.clone())
             }
             None => {
@@ -162,7 +163,7 @@ impl Application {
                     "INBOUND AUTHENTICATION IS OFF: no MICROSOFT_APP_ID is configured (local mode). \
                      Requests are accepted without a token and replies go to loopback hosts only."
                 );
-                (InboundAuth::Disabled, BotTokenProvider::anonymous(), HostAllowlist::loopback_only())
+                (InboundAuth::Disabled, AppTokenProvider::anonymous(), HostAllowlist::loopback_only())
             }
         };
         let store = Store::connect(config.database_url.expose_secret()).await.context("cannot open the database")?;
@@ -212,7 +213,7 @@ impl Application {
         let audit_ingest =
             Arc::new(AuditIngest::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics)));
         if let (Some(interval), Some(app)) = (config.audit_poll, &config.app) {
-            let tokens = BotTokenProvider::client_credentials_for(
+            let tokens = AppTokenProvider::client_credentials_for(
                 app,
                 &config.endpoints.login,
                 MANAGEMENT_SCOPE,

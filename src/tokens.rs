@@ -18,9 +18,9 @@ use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
-use crate::botframework::bot_token::{BotTokenError, BotTokenProvider, CachedToken, use_until};
 use crate::cases::Actor;
 use crate::config::RetryPolicy;
+use crate::entra::app_token::{AppTokenError, AppTokenProvider, CachedToken, use_until};
 use crate::metrics::Metrics;
 
 /// Why a delegated token could not be obtained.
@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 pub enum TokenError {
     /// The bot's own token (needed to call the token service) failed.
     #[error(transparent)]
-    BotToken(#[from] BotTokenError),
+    BotToken(#[from] AppTokenError),
     /// The token service or Entra ID could not be reached.
     #[error("token service unreachable: {0}")]
     Network(String),
@@ -103,23 +103,11 @@ struct TokenResponse {
 }
 
 #[derive(Deserialize)]
-struct OboResponse {
-    access_token: String,
-    expires_in: u64,
-}
-
-#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SignInResourceBody {
     sign_in_link: String,
     #[serde(default)]
     token_exchange_resource: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct OAuthErrorBody {
-    #[serde(default)]
-    error: String,
 }
 
 #[derive(Debug, Clone)]
@@ -192,7 +180,7 @@ impl ApproverTokens for DelegatedTokens {
 pub struct DelegatedTokens {
     http: reqwest::Client,
     source: TokenSource,
-    bot_tokens: Arc<BotTokenProvider>,
+    bot_tokens: Arc<AppTokenProvider>,
     retry: RetryPolicy,
     cache: moka::future::Cache<String, Arc<CachedToken>>,
     metrics: Arc<Metrics>,
@@ -202,7 +190,7 @@ impl DelegatedTokens {
     /// Tokens from `source`, calling the token service with the bot's own token.
     pub fn new(
         source: TokenSource,
-        bot_tokens: Arc<BotTokenProvider>,
+        bot_tokens: Arc<AppTokenProvider>,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::outbound::ClientSetupError> {
@@ -384,33 +372,20 @@ impl DelegatedTokens {
         client_secret: &SecretString,
         sso_token: &SecretString,
     ) -> Result<Option<Arc<CachedToken>>, TokenError> {
-        let form = [
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("client_id", client_id),
-            ("client_secret", client_secret.expose_secret()),
-            ("assertion", sso_token.expose_secret()),
-            ("scope", "https://graph.microsoft.com/.default"),
-            ("requested_token_use", "on_behalf_of"),
-        ];
-        let response =
-            self.http.post(token_url.clone()).form(&form).send().await.map_err(|e| TokenError::Network(e.without_url().to_string()))?;
-        let status = response.status();
-        if status.is_success() {
-            let body: OboResponse = response.json().await.map_err(|_| TokenError::Invalid)?;
-            self.metrics.inc("chatwarden_token_service_total", &[("call", "obo"), ("result", "ok")]);
-            return Ok(Some(Arc::new(CachedToken {
-                secret: SecretString::from(body.access_token),
-                use_until: use_until(Instant::now(), Duration::from_secs(body.expires_in)),
-            })));
+        match crate::entra::on_behalf_of::exchange(&self.http, token_url, client_id, client_secret, sso_token).await {
+            Ok(Some((secret, lifetime))) => {
+                self.metrics.inc("chatwarden_token_service_total", &[("call", "obo"), ("result", "ok")]);
+                Ok(Some(Arc::new(CachedToken { secret, use_until: use_until(Instant::now(), lifetime) })))
+            }
+            Ok(None) => {
+                self.metrics.inc("chatwarden_token_service_total", &[("call", "obo"), ("result", "refused")]);
+                Ok(None)
+            }
+            Err(err) => {
+                self.metrics.inc("chatwarden_token_service_total", &[("call", "obo"), ("result", "refused")]);
+                Err(err)
+            }
         }
-        let code = response.json::<OAuthErrorBody>().await.map(|b| b.error).unwrap_or_default();
-        self.metrics.inc("chatwarden_token_service_total", &[("call", "obo"), ("result", "refused")]);
-        if status == StatusCode::BAD_REQUEST {
-            // invalid_grant: consent, interaction or a Conditional Access step-up is needed.
-            tracing::info!(code = %code, "on-behalf-of exchange refused; the admin must sign in or consent");
-            return Ok(None);
-        }
-        Err(TokenError::Refused { status: status.as_u16(), code })
     }
 
     /// Asks the token service for a sign-in link for `admin` in the conversation of an activity.

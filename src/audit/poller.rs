@@ -18,9 +18,9 @@ use url::Url;
 
 use super::record::{AuditParseError, AuditRecord};
 use crate::alerts::AuditIngest;
-use crate::botframework::bot_token::BotTokenProvider;
 use crate::cases::now_ms;
 use crate::config::RetryPolicy;
+use crate::entra::app_token::AppTokenProvider;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -90,7 +90,7 @@ pub struct PollSettings {
 pub struct ManagementPoller {
     http: reqwest::Client,
     settings: PollSettings,
-    tokens: BotTokenProvider,
+    tokens: AppTokenProvider,
     store: Store,
     alerts: Arc<AuditIngest>,
     retry: RetryPolicy,
@@ -107,7 +107,7 @@ impl ManagementPoller {
     /// A poller that authenticates with `tokens` (scope `https://manage.office.com/.default`).
     pub fn new(
         settings: PollSettings,
-        tokens: BotTokenProvider,
+        tokens: AppTokenProvider,
         store: Store,
         alerts: Arc<AuditIngest>,
         retry: RetryPolicy,

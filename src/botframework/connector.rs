@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::activity::OutgoingActivity;
-use super::bot_token::{BotTokenError, BotTokenProvider};
 use super::service_url::AllowedServiceUrl;
 use crate::config::RetryPolicy;
+use crate::entra::app_token::{AppTokenError, AppTokenProvider};
 use crate::metrics::Metrics;
 
 /// Statuses the Connector documentation says to retry.
@@ -26,7 +26,7 @@ const RETRY_STATUSES: [StatusCode; 4] =
 pub enum ConnectorError {
     /// The bot's own token could not be obtained.
     #[error(transparent)]
-    Token(#[from] BotTokenError),
+    Token(#[from] AppTokenError),
     /// Transport failure or timeout.
     #[error("Bot Connector unreachable: {0}")]
     Network(String),
@@ -122,7 +122,7 @@ impl ThreadReplies for ConnectorClient {
 /// Client for the Bot Connector REST API.
 pub struct ConnectorClient {
     http: reqwest::Client,
-    tokens: Arc<BotTokenProvider>,
+    tokens: Arc<AppTokenProvider>,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
 }
@@ -130,7 +130,7 @@ pub struct ConnectorClient {
 impl ConnectorClient {
     /// A client that authenticates with `tokens`.
     pub fn new(
-        tokens: Arc<BotTokenProvider>,
+        tokens: Arc<AppTokenProvider>,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::outbound::ClientSetupError> {

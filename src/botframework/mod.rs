@@ -3,7 +3,6 @@
 
 pub mod activity;
 pub mod auth;
-pub mod bot_token;
 pub mod connector;
 pub mod inbound;
 pub mod invoke;

@@ -645,9 +645,9 @@ struct Poll {
 
 async fn poll_setup(database_url: &str) -> Poll {
     use chatwarden::alerts::{AlertSettings, AuditIngest, ChannelEndpoint};
-    use chatwarden::botframework::bot_token::BotTokenProvider;
     use chatwarden::botframework::connector::ConnectorClient;
     use chatwarden::botframework::service_url::HostAllowlist;
+    use chatwarden::entra::app_token::AppTokenProvider;
     use std::sync::Arc;
     let store = Store::connect(database_url).await.unwrap();
     let metrics = Arc::new(chatwarden::metrics::Metrics::default());
@@ -657,7 +657,7 @@ async fn poll_setup(database_url: &str) -> Poll {
         max_delay: Duration::from_millis(50),
         request_timeout: Duration::from_secs(2),
     };
-    let connector = Arc::new(ConnectorClient::new(Arc::new(BotTokenProvider::anonymous()), retry, metrics.clone()).unwrap());
+    let connector = Arc::new(ConnectorClient::new(Arc::new(AppTokenProvider::anonymous()), retry, metrics.clone()).unwrap());
     let endpoint = Arc::new(ChannelEndpoint::new(None, store.clone(), HostAllowlist::loopback_only()));
     let settings = AlertSettings {
         tenant_id: Some(TENANT_ID.into()),
@@ -674,7 +674,7 @@ async fn poll_setup(database_url: &str) -> Poll {
 
 fn poller(p: &Poll) -> chatwarden::audit::poller::ManagementPoller {
     use chatwarden::audit::poller::{ManagementPoller, PollSettings};
-    use chatwarden::botframework::bot_token::BotTokenProvider;
+    use chatwarden::entra::app_token::AppTokenProvider;
     use std::sync::Arc;
     let metrics = Arc::new(chatwarden::metrics::Metrics::default());
     let retry = chatwarden::config::RetryPolicy {
@@ -684,7 +684,7 @@ fn poller(p: &Poll) -> chatwarden::audit::poller::ManagementPoller {
         request_timeout: Duration::from_secs(2),
     };
     let config = serve_config(&p.login, &p.login);
-    let tokens = BotTokenProvider::client_credentials_for(
+    let tokens = AppTokenProvider::client_credentials_for(
         config.app.as_ref().unwrap(),
         &config.endpoints.login,
         chatwarden::startup::MANAGEMENT_SCOPE,

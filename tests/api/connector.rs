@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatwarden::botframework::activity::{Activity, OutgoingActivity};
-use chatwarden::botframework::bot_token::BotTokenProvider;
 use chatwarden::botframework::connector::{ConnectorClient, ConnectorError, NewChannelThread};
 use chatwarden::botframework::service_url::{AllowedServiceUrl, HostAllowlist};
 use chatwarden::config::RetryPolicy;
+use chatwarden::entra::app_token::AppTokenProvider;
 use chatwarden::metrics::Metrics;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};
@@ -37,7 +37,7 @@ async fn fixture() -> Fixture {
     let metadata = MockServer::start().await;
     let config = serve_config(&metadata, &login);
     let app = config.app.clone().unwrap();
-    let tokens = BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), Arc::new(Metrics::default())).unwrap();
+    let tokens = AppTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), Arc::new(Metrics::default())).unwrap();
     let client = ConnectorClient::new(Arc::new(tokens), retry(), Arc::new(Metrics::default())).unwrap();
     let service_url = HostAllowlist::parse("127.0.0.1").unwrap().check(&format!("{}/emea/", connector.uri())).unwrap();
     Fixture { login, connector, client, service_url }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatwarden::botframework::bot_token::BotTokenProvider;
 use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
 use chatwarden::config::RetryPolicy;
+use chatwarden::entra::app_token::AppTokenProvider;
 use chatwarden::execution::{CaseExecutor, GraphExecutor};
 use chatwarden::graph::{BatchItem, GraphClient};
 use chatwarden::metrics::Metrics;
@@ -47,7 +47,7 @@ async fn fx_with(obo: bool) -> Fx {
     let config = serve_config(&MockServer::start().await, &login);
     let app = config.app.clone().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let bot = Arc::new(BotTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), metrics.clone()).unwrap());
+    let bot = Arc::new(AppTokenProvider::client_credentials(&app, &config.endpoints.login, retry(), metrics.clone()).unwrap());
     let base = url::Url::parse(&token_service.uri()).unwrap();
     let source = if obo {
         TokenSource::OnBehalfOf {

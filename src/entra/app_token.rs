@@ -1,5 +1,6 @@
-//! The bot's own token for the Bot Connector and the token service: client credentials against
-//! `{login}/{tenant}/oauth2/v2.0/token` with scope `https://api.botframework.com/.default`.
+//! chatwarden's own app tokens, by client credentials against `{login}/{tenant}/oauth2/v2.0/token`:
+//! the bot's token for the Bot Connector and the token service (scope
+//! `https://api.botframework.com/.default`), and the Management Activity API's.
 //!
 //! The token is cached in moka until 5 minutes before it expires; concurrent misses share one
 //! request (`try_get_with`). It is held as a [`SecretString`] and never logged.
@@ -24,7 +25,7 @@ pub(crate) const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
 /// Why the bot's token could not be obtained.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum BotTokenError {
+pub enum AppTokenError {
     /// Transport failure.
     #[error("token endpoint unreachable: {0}")]
     Network(String),
@@ -78,7 +79,7 @@ pub(crate) fn use_until(now: Instant, expires_in: Duration) -> Instant {
 }
 
 /// Source of the bot's token: client credentials, or none at all in local mode.
-pub struct BotTokenProvider {
+pub struct AppTokenProvider {
     inner: Option<ClientCredentials>,
 }
 
@@ -93,14 +94,7 @@ struct ClientCredentials {
     metrics: Arc<Metrics>,
 }
 
-/// Entra ID's v2 token endpoint of `tenant`: `{login}/{tenant}/oauth2/v2.0/token`, the tenant
-/// percent-encoded (client credentials and on-behalf-of both post there).
-pub(crate) fn entra_token_url(login: &Url, tenant: &str) -> Result<Url, ClientSetupError> {
-    let text = format!("{}/{}/oauth2/v2.0/token", login.as_str().trim_end_matches('/'), super::service_url::encode_component(tenant));
-    Url::parse(&text).map_err(|_| ClientSetupError::Url(text))
-}
-
-impl BotTokenProvider {
+impl AppTokenProvider {
     /// Client-credentials provider for a registered bot (scope `https://api.botframework.com/.default`).
     pub fn client_credentials(
         app: &AppCredentials,
@@ -122,7 +116,7 @@ impl BotTokenProvider {
         Ok(Self {
             inner: Some(ClientCredentials {
                 http: crate::outbound::build_client(retry.request_timeout)?,
-                token_url: entra_token_url(login, &app.tenant_id)?,
+                token_url: super::token_url(login, &app.tenant_id)?,
                 app_id: app.app_id.clone(),
                 password: app.password.clone(),
                 scope: scope.to_owned(),
@@ -139,7 +133,7 @@ impl BotTokenProvider {
     }
 
     /// The current token, fetched if the cache has none; `None` in local mode.
-    pub async fn token(&self) -> Result<Option<SecretString>, BotTokenError> {
+    pub async fn token(&self) -> Result<Option<SecretString>, AppTokenError> {
         let Some(cc) = &self.inner else { return Ok(None) };
         if let Some(cached) = cc.cache.get(&()).await {
             return Ok(Some(cached.secret.clone()));
@@ -157,7 +151,7 @@ impl BotTokenProvider {
 }
 
 impl ClientCredentials {
-    async fn fetch(&self) -> Result<Arc<CachedToken>, BotTokenError> {
+    async fn fetch(&self) -> Result<Arc<CachedToken>, AppTokenError> {
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", self.app_id.as_str()),
@@ -172,7 +166,7 @@ impl ClientCredentials {
                 .await
                 .map_err(|err| {
                     self.metrics.inc("chatwarden_bot_token_requests_total", &[("result", "network_error")]);
-                    BotTokenError::Network(err.without_url().to_string())
+                    AppTokenError::Network(err.without_url().to_string())
                 })?;
         let status = response.status();
         if !status.is_success() {
@@ -180,9 +174,9 @@ impl ClientCredentials {
             let code = response.json::<OAuthError>().await.map(|e| e.error).unwrap_or_default();
             let code = if code.is_empty() { "no error code".to_owned() } else { code };
             tracing::error!(status = status.as_u16(), code = %code, "bot token request refused");
-            return Err(BotTokenError::Rejected { status: status.as_u16(), code });
+            return Err(AppTokenError::Rejected { status: status.as_u16(), code });
         }
-        let body: TokenResponse = response.json().await.map_err(|_| BotTokenError::Invalid)?;
+        let body: TokenResponse = response.json().await.map_err(|_| AppTokenError::Invalid)?;
         self.metrics.inc("chatwarden_bot_token_requests_total", &[("result", "ok")]);
         tracing::debug!(expires_in = body.expires_in, elapsed_ms = started.elapsed().as_millis() as u64, "obtained bot token");
         Ok(Arc::new(CachedToken {
