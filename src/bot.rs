@@ -7,10 +7,11 @@ use serde_json::Value;
 use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::inbound::VerifiedActivity;
 use crate::botframework::invoke;
+use crate::botframework::invoke_request::{Invoke, InvokeError, SignInProof};
 use crate::commands::{self, ParseError};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::workflow::{ActionPath, ActionReply, CardAction, CaseWorkflow, SignInProof};
+use crate::workflow::{ActionPath, ActionReply, CardAction, CaseWorkflow};
 
 /// The HTTP answer to an activity.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,16 +131,17 @@ impl Bot {
     }
 
     async fn on_invoke(&self, incoming: &VerifiedActivity) -> BotResponse {
-        let activity = incoming.activity();
-        match activity.name.as_deref() {
-            Some("adaptiveCard/action") => {
-                let Some(value) = activity.value.as_ref() else {
-                    return BotResponse::Invoke(invoke::error(400, "BadRequest", "Missing value property"));
-                };
-                let Some(action) = CardAction::from_invoke(value) else {
+        let invoke = match Invoke::read(incoming.activity()) {
+            Ok(invoke) => invoke,
+            Err(err @ InvokeError::MissingValue) => return BotResponse::Invoke(invoke::error(400, "BadRequest", &err.to_string())),
+            Err(err @ InvokeError::NotExecute) => return BotResponse::Invoke(invoke::error(400, "NotSupported", &err.to_string())),
+        };
+        match invoke {
+            Invoke::CardAction { action, proof } => {
+                let Some(action) = CardAction::from_execute(&action) else {
                     return BotResponse::Invoke(invoke::error(400, "NotSupported", "This card action is not supported."));
                 };
-                match self.workflow.on_card_action(incoming, action, SignInProof::from_value(value), ActionPath::Invoke).await {
+                match self.workflow.on_card_action(incoming, action, proof, ActionPath::Invoke).await {
                     Ok(reply) => BotResponse::Invoke(reply.invoke_body()),
                     Err(err) => {
                         tracing::error!(error = %err, "card action failed");
@@ -147,22 +149,18 @@ impl Bot {
                     }
                 }
             }
-            Some("signin/verifyState") | Some("signin/tokenExchange") => {
-                let proof = activity.value.as_ref().map(SignInProof::from_value).unwrap_or_default();
-                match self.workflow.on_sign_in(incoming, proof).await {
-                    Ok(reply) => BotResponse::InvokeStatus(reply.status, reply.body),
-                    Err(err) => {
-                        tracing::error!(error = %err, "sign-in completion failed");
-                        BotResponse::Failed
-                    }
+            Invoke::SignIn { exchange_id, proof } => match self.workflow.on_sign_in(incoming, &exchange_id, proof).await {
+                Ok(reply) => BotResponse::InvokeStatus(reply.status, reply.body),
+                Err(err) => {
+                    tracing::error!(error = %err, "sign-in completion failed");
+                    BotResponse::Failed
                 }
-            }
-            Some("signin/failure") => {
-                let code = activity.value.as_ref().and_then(|v| v.get("code")).and_then(Value::as_str).unwrap_or("unknown");
-                tracing::warn!(code = %crate::cards::plain(code), "Teams reported a sign-in failure");
+            },
+            Invoke::SignInFailure { code } => {
+                tracing::warn!(code = %crate::cards::plain(&code), "Teams reported a sign-in failure");
                 BotResponse::Invoke(invoke::acknowledged())
             }
-            _ => BotResponse::Invoke(invoke::acknowledged()),
+            Invoke::Other => BotResponse::Invoke(invoke::acknowledged()),
         }
     }
 }

@@ -6,5 +6,6 @@ pub mod auth;
 pub mod connector;
 pub mod inbound;
 pub mod invoke;
+pub mod invoke_request;
 pub mod keys;
 pub mod service_url;

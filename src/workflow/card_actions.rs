@@ -14,8 +14,9 @@ use crate::store::{DecisionOutcome, StoreError};
 
 use super::CaseWorkflow;
 use super::authorise::{REFUSAL_TEXT, activity_key};
-use super::sign_in::{NOT_THE_APPROVER_TEXT, SignInProof, TokenCheck};
+use super::sign_in::{NOT_THE_APPROVER_TEXT, TokenCheck};
 use crate::botframework::invoke::ActionResponse;
+use crate::botframework::invoke_request::{ExecuteAction, SignInProof};
 
 /// What a button of one of our cards asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,20 +50,15 @@ impl CardAction {
         Some(Self { case_id, intent })
     }
 
-    /// Reads an `adaptiveCard/action` invoke value (`{"action":{"type":"Action.Execute","verb":..,"data":..}}`).
-    pub fn from_invoke(value: &Value) -> Option<Self> {
-        let action = value.get("action")?;
-        if action.get("type").and_then(Value::as_str) != Some("Action.Execute") {
-            return None;
-        }
-        let parsed = Self::from_data(action.get("data")?)?;
-        let verb = action.get("verb").and_then(Value::as_str)?;
+    /// Reads an `Action.Execute` of one of our buttons: its data, and a verb that agrees with it.
+    pub fn from_execute(action: &ExecuteAction) -> Option<Self> {
+        let parsed = Self::from_data(&action.data)?;
         let expected = match parsed.intent {
             CardIntent::Decide(Decision::Approve) => "approve",
             CardIntent::Decide(Decision::Reject) => "reject",
             CardIntent::RevokeFollowUp => "revoke_sessions",
         };
-        (verb == expected).then_some(parsed)
+        (action.verb == expected).then_some(parsed)
     }
 }
 
@@ -300,14 +296,9 @@ mod tests {
 
     #[test]
     fn invoke_verbs_must_match_their_data() {
-        let approve =
-            json!({"action": {"type": "Action.Execute", "verb": "approve", "data": cards::decision_data("CW-1", Decision::Approve)}});
-        assert_eq!(CardAction::from_invoke(&approve).map(|a| a.intent), Some(CardIntent::Decide(Decision::Approve)));
-        let mixed =
-            json!({"action": {"type": "Action.Execute", "verb": "reject", "data": cards::decision_data("CW-1", Decision::Approve)}});
-        assert_eq!(CardAction::from_invoke(&mixed), None);
-        let submit =
-            json!({"action": {"type": "Action.Submit", "verb": "approve", "data": cards::decision_data("CW-1", Decision::Approve)}});
-        assert_eq!(CardAction::from_invoke(&submit), None);
+        let execute = |verb: &str| ExecuteAction { verb: verb.into(), data: cards::decision_data("CW-1", Decision::Approve) };
+        assert_eq!(CardAction::from_execute(&execute("approve")).map(|a| a.intent), Some(CardIntent::Decide(Decision::Approve)));
+        assert_eq!(CardAction::from_execute(&execute("reject")), None);
+        assert_eq!(CardAction::from_execute(&execute("refresh")), None);
     }
 }

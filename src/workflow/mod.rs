@@ -30,7 +30,6 @@ pub use authorise::REFUSAL_TEXT;
 pub(crate) use authorise::Scope;
 pub use card_actions::CardAction;
 pub(crate) use card_actions::{ActionPath, ActionReply};
-pub use sign_in::SignInProof;
 pub use sign_in::SignInReply;
 
 /// Settings of the case workflow.

@@ -1,12 +1,13 @@
 //! Sign-ins an approval needs first: the approver's delegated token (token service, magic code,
 //! Teams SSO), the OAuth card that asks for it, and resuming the approval that waited for it.
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
 use crate::botframework::activity::{Activity, OutgoingActivity};
 use crate::botframework::auth::unverified_upn;
 use crate::botframework::inbound::VerifiedActivity;
+use crate::botframework::invoke_request::SignInProof;
 use crate::cases::{Actor, now_ms};
 use crate::store::StoreError;
 use crate::tokens::{SignInState, TokenError};
@@ -15,32 +16,6 @@ use super::CaseWorkflow;
 use super::authorise::activity_key;
 use super::card_actions::ActionReply;
 use crate::botframework::invoke;
-
-/// Proof of sign-in that Teams attaches when it re-sends an action after a login request.
-#[derive(Debug, Clone, Default)]
-pub enum SignInProof {
-    /// Nothing attached.
-    #[default]
-    None,
-    /// A Teams SSO token (`value.authentication.token`, or a `signin/tokenExchange` invoke).
-    SsoToken(SecretString),
-    /// A sign-in magic code (`value.state`, or a `signin/verifyState` invoke).
-    MagicCode(String),
-}
-
-impl SignInProof {
-    /// Reads the proof from an invoke `value`.
-    pub fn from_value(value: &Value) -> Self {
-        let sso = value.get("authentication").and_then(|a| a.get("token")).or_else(|| value.get("token")).and_then(Value::as_str);
-        if let Some(token) = sso.filter(|t| !t.is_empty()) {
-            return Self::SsoToken(SecretString::from(token.to_owned()));
-        }
-        match value.get("state").and_then(Value::as_str) {
-            Some(code) if !code.is_empty() && code.len() <= 64 => Self::MagicCode(code.to_owned()),
-            _ => Self::None,
-        }
-    }
-}
 
 /// The answer to a `signin/verifyState` or `signin/tokenExchange` invoke: HTTP status and body.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,14 +98,10 @@ impl CaseWorkflow {
 
     /// `signin/verifyState` and `signin/tokenExchange`: completes a sign-in and resumes the
     /// approval that was waiting for it.
-    pub async fn on_sign_in(&self, incoming: &VerifiedActivity, proof: SignInProof) -> Result<SignInReply, StoreError> {
+    pub async fn on_sign_in(&self, incoming: &VerifiedActivity, exchange_id: &str, proof: SignInProof) -> Result<SignInReply, StoreError> {
         let activity = incoming.activity();
-        let value = activity.value.clone().unwrap_or(Value::Null);
-        let exchange_id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let failure = |detail: &str| SignInReply {
-            status: 412,
-            body: invoke::token_exchange_failure(&exchange_id, self.tokens.connection(), detail),
-        };
+        let failure =
+            |detail: &str| SignInReply { status: 412, body: invoke::token_exchange_failure(exchange_id, self.tokens.connection(), detail) };
         let actor = match self.authorise(activity) {
             Ok(actor) => actor,
             Err(denied) => {
@@ -160,19 +131,5 @@ impl CaseWorkflow {
             }
         }
         Ok(SignInReply { status: 200, body: invoke::acknowledged() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn sign_in_proof_is_read_from_retried_invokes() {
-        assert!(matches!(SignInProof::from_value(&json!({"authentication": {"id": "x", "token": "sso"}})), SignInProof::SsoToken(_)));
-        assert!(matches!(SignInProof::from_value(&json!({"state": "123456"})), SignInProof::MagicCode(ref c) if c == "123456"));
-        assert!(matches!(SignInProof::from_value(&json!({"action": {}})), SignInProof::None));
     }
 }

@@ -14,6 +14,7 @@ use super::card_actions::CardIntent;
 use super::*;
 use crate::botframework::activity::Activity;
 use crate::botframework::connector::{ConnectorError, ResourceResponse};
+use crate::botframework::invoke_request::SignInProof;
 use crate::botframework::service_url::{AllowedServiceUrl, HostAllowlist};
 use crate::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, TargetStatus, now_ms};
 use crate::commands::{Command, RevokeTarget};
