@@ -1,11 +1,10 @@
-//! Cases: what is asked, who asked, who decided, what happened. The state machine and the rules
-//! of who may decide live here, free of HTTP and SQL.
+//! Cases: what is asked, who asked, who decided, what happened, and the state machine; the rules
+//! of who may decide are in `rules`, case ids in `id`. Free of HTTP and SQL.
 //!
 //! States: `proposed -> approved -> executing -> done | failed`, or `proposed -> rejected |
 //! expired`. `rejected` and `expired` never execute; `done`, `failed`, `rejected` and `expired`
 //! are final.
 
-use std::collections::HashSet;
 use std::fmt;
 
 /// What a case does.
@@ -312,151 +311,13 @@ pub struct CaseEvent {
     pub data: Option<String>,
 }
 
-/// An admin's decision on a proposed case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Go ahead.
-    Approve,
-    /// Do not.
-    Reject,
-}
+mod id;
+mod rules;
 
-impl Decision {
-    /// The state a proposed case moves to.
-    pub(crate) fn target_state(self) -> CaseState {
-        match self {
-            Decision::Approve => CaseState::Approved,
-            Decision::Reject => CaseState::Rejected,
-        }
-    }
-}
-
-/// Who may request and decide.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// Admin object ids (lower case); `None` only in local mode, where anyone on loopback is an admin.
-    pub admins: Option<HashSet<String>>,
-    /// The requester may not approve their own case.
-    pub require_second_approver: bool,
-}
-
-impl Policy {
-    /// Whether this object id is an authorised admin.
-    pub(crate) fn is_admin(&self, oid: &str) -> bool {
-        match &self.admins {
-            Some(admins) => admins.contains(&oid.to_ascii_lowercase()),
-            None => true,
-        }
-    }
-}
-
-/// Why a decision was not applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// Not an authorised admin.
-    NotAuthorised,
-    /// No such case.
-    NotFound,
-    /// The requester tried to approve their own case under `require_second_approver`.
-    OwnCase,
-    /// The case was already decided or run.
-    AlreadyDecided(CaseState),
-    /// The decision deadline passed.
-    Expired,
-}
-
-impl Refusal {
-    /// Stable code for logs and the case history.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::NotAuthorised => "not_authorised",
-            Refusal::NotFound => "not_found",
-            Refusal::OwnCase => "own_case",
-            Refusal::AlreadyDecided(_) => "already_decided",
-            Refusal::Expired => "expired",
-        }
-    }
-}
-
-/// Checks a decision against the rules; returns the state to move to.
-pub(crate) fn check_decision(case: &Case, actor: &Actor, decision: Decision, policy: &Policy, now_ms: i64) -> Result<CaseState, Refusal> {
-    if !policy.is_admin(&actor.oid) {
-        return Err(Refusal::NotAuthorised);
-    }
-    if case.state != CaseState::Proposed {
-        return Err(Refusal::AlreadyDecided(case.state));
-    }
-    if now_ms >= case.expires_at {
-        return Err(Refusal::Expired);
-    }
-    if decision == Decision::Approve && policy.require_second_approver && case.requester.oid.eq_ignore_ascii_case(&actor.oid) {
-        return Err(Refusal::OwnCase);
-    }
-    Ok(decision.target_state())
-}
-
-/// Final state of an executed case from its targets: `failed` if any failed, else `done`.
-pub(crate) fn final_state(targets: &[Target]) -> CaseState {
-    if targets.iter().any(|t| t.status == TargetStatus::Failed) { CaseState::Failed } else { CaseState::Done }
-}
-
-/// A case id as a person types it or a button carries it (`CW-7K3P9`), checked once at the edge:
-/// letters, digits and `-`, at most 32 characters, upper-cased. Reads as a `&str`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CaseId(String);
-
-impl CaseId {
-    /// Checks and upper-cases `text`.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        if text.is_empty() || text.len() > 32 || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err("a case id holds only letters, digits and `-`");
-        }
-        Ok(Self(text.to_ascii_uppercase()))
-    }
-
-    /// The id's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for CaseId {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for CaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl PartialEq<str> for CaseId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for CaseId {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
-/// Alphabet of case ids: Crockford base32 (no I, L, O, U: nothing to misread or mistype).
-const CASE_ID_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-/// A new random case id such as `CW-7K3P9` (32^5 = 33 million values; collisions are retried).
-pub(crate) fn new_case_id() -> String {
-    let mut id = String::from("CW-");
-    for _ in 0..5 {
-        id.push(CASE_ID_ALPHABET[fastrand::usize(..CASE_ID_ALPHABET.len())] as char);
-    }
-    id
-}
+pub use id::CaseId;
+pub(crate) use id::new_case_id;
+pub use rules::{Decision, Policy, Refusal};
+pub(crate) use rules::{check_decision, final_state};
 
 /// Current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -466,88 +327,6 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn actor(oid: &str) -> Actor {
-        Actor { oid: oid.into(), name: oid.into(), user_id: format!("29:{oid}") }
-    }
-
-    fn case(state: CaseState) -> Case {
-        Case {
-            id: "CW-ABCDE".into(),
-            kind: CaseKind::RemoveChat,
-            state,
-            source: CaseSource::Command,
-            tenant_id: "t".into(),
-            requester: actor("alice"),
-            reason: None,
-            no_evidence: false,
-            approver: None,
-            decided_at: None,
-            card: None,
-            created_at: 0,
-            updated_at: 0,
-            expires_at: 1000,
-            version: 0,
-            targets: vec![],
-            evidence: vec![],
-        }
-    }
-
-    fn policy(second: bool) -> Policy {
-        Policy { admins: Some(["alice".to_owned(), "bob".to_owned()].into()), require_second_approver: second }
-    }
-
-    #[test]
-    fn an_admin_approves_a_proposed_case() {
-        assert_eq!(
-            check_decision(&case(CaseState::Proposed), &actor("bob"), Decision::Approve, &policy(true), 10),
-            Ok(CaseState::Approved)
-        );
-        assert_eq!(check_decision(&case(CaseState::Proposed), &actor("BOB"), Decision::Reject, &policy(true), 10), Ok(CaseState::Rejected));
-    }
-
-    #[test]
-    fn non_admins_are_refused_whatever_the_state() {
-        for state in [CaseState::Proposed, CaseState::Done] {
-            assert_eq!(check_decision(&case(state), &actor("mallory"), Decision::Approve, &policy(false), 10), Err(Refusal::NotAuthorised));
-        }
-    }
-
-    #[test]
-    fn decided_cases_stay_decided() {
-        for state in
-            [CaseState::Approved, CaseState::Executing, CaseState::Done, CaseState::Failed, CaseState::Rejected, CaseState::Expired]
-        {
-            assert_eq!(
-                check_decision(&case(state), &actor("bob"), Decision::Approve, &policy(false), 10),
-                Err(Refusal::AlreadyDecided(state))
-            );
-        }
-    }
-
-    #[test]
-    fn the_requester_cannot_approve_their_own_case_when_a_second_approver_is_required() {
-        assert_eq!(
-            check_decision(&case(CaseState::Proposed), &actor("alice"), Decision::Approve, &policy(true), 10),
-            Err(Refusal::OwnCase)
-        );
-        assert_eq!(
-            check_decision(&case(CaseState::Proposed), &actor("alice"), Decision::Reject, &policy(true), 10),
-            Ok(CaseState::Rejected)
-        );
-        assert_eq!(
-            check_decision(&case(CaseState::Proposed), &actor("alice"), Decision::Approve, &policy(false), 10),
-            Ok(CaseState::Approved)
-        );
-    }
-
-    #[test]
-    fn late_decisions_are_refused() {
-        assert_eq!(
-            check_decision(&case(CaseState::Proposed), &actor("bob"), Decision::Approve, &policy(true), 1000),
-            Err(Refusal::Expired)
-        );
-    }
 
     #[test]
     fn final_states_allow_no_transition() {
@@ -565,56 +344,5 @@ mod tests {
         }
         assert_eq!(CaseKind::parse("remove_external"), Some(CaseKind::RemoveExternal));
         assert_eq!(CaseKind::parse("nope"), None);
-    }
-
-    mod properties {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            /// Any sequence of decisions by anyone, at any time: at most one applies, only an admin's,
-            /// only before the deadline, never the requester's own approval, and a final state stays.
-            #[test]
-            fn decisions_apply_at_most_once_and_only_by_the_rules(
-                steps in prop::collection::vec((prop::sample::select(vec!["alice", "bob", "mallory"]), any::<bool>(), 0i64..2000), 1..20),
-                second in any::<bool>(),
-            ) {
-                let policy = policy(second);
-                let mut current = case(CaseState::Proposed);
-                let mut applied = 0;
-                for (who, approve, at) in steps {
-                    let decision = if approve { Decision::Approve } else { Decision::Reject };
-                    let before = current.state;
-                    match check_decision(&current, &actor(who), decision, &policy, at) {
-                        Ok(next) => {
-                            prop_assert!(before.can_become(next));
-                            prop_assert_eq!(before, CaseState::Proposed);
-                            prop_assert!(who != "mallory");
-                            prop_assert!(at < current.expires_at);
-                            prop_assert!(!(second && approve && who == "alice"));
-                            current.state = next;
-                            applied += 1;
-                        }
-                        // A refusal only ever comes from a rule.
-                        Err(_) => prop_assert!(
-                            before != CaseState::Proposed
-                                || who == "mallory"
-                                || at >= current.expires_at
-                                || (second && approve && who == "alice")
-                        ),
-                    }
-                }
-                prop_assert!(applied <= 1);
-            }
-        }
-    }
-
-    #[test]
-    fn case_ids_are_short_and_unambiguous() {
-        for _ in 0..100 {
-            let id = new_case_id();
-            assert_eq!(id.len(), 8);
-            assert!(id[3..].chars().all(|c| c.is_ascii_digit() || (c.is_ascii_uppercase() && !"ILOU".contains(c))), "{id}");
-        }
     }
 }
