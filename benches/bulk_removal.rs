@@ -101,6 +101,7 @@ fn case(targets: usize, users: usize) -> Case {
         no_evidence: false,
         approver: Some(approver),
         decided_at: None,
+        decision_reason: None,
         card: None,
         created_at: 0,
         updated_at: 0,

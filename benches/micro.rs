@@ -132,6 +132,7 @@ fn cards(c: &mut Criterion) {
         no_evidence: false,
         approver: None,
         decided_at: None,
+        decision_reason: None,
         card: None,
         created_at: 1_779_786_000_000,
         updated_at: 1_779_786_000_000,
@@ -153,7 +154,7 @@ fn cards(c: &mut Criterion) {
         evidence: vec!["5d7c3b1e-0a4f-4e61-9b2d-7f8e9a0b1c2d".into()],
     };
     c.bench_function("approval card build + serialize", |b| {
-        b.iter(|| serde_json::to_vec(&chatwarden::cards::approval_card(black_box(&case))).unwrap())
+        b.iter(|| serde_json::to_vec(&chatwarden::cards::approval_card(black_box(&case), true)).unwrap())
     });
 }
 

@@ -89,6 +89,8 @@ pub struct AlertSettings {
     pub case_ttl: Duration,
     /// The detection rules.
     pub rules: DetectionRules,
+    /// Whether the approval card's reason field is required.
+    pub require_reason: bool,
 }
 
 /// What an ingestion did.
@@ -246,7 +248,7 @@ impl AuditIngest {
             return;
         };
         let tenant = self.settings.tenant_id.clone().unwrap_or_else(|| case.tenant_id.clone());
-        let activity = OutgoingActivity::card_message(cards::approval_card(case));
+        let activity = OutgoingActivity::card_message(cards::approval_card(case, self.settings.require_reason));
         match self.connector.create_channel_thread(&service_url, &NewChannelThread::new(channel, &tenant, &activity)).await {
             Ok(created) => match (created.id, created.activity_id) {
                 (Some(conversation_id), Some(activity_id)) => {

@@ -118,8 +118,31 @@ fn button(title: &str, verb: &str, data: Value, style: &str) -> Value {
         "verb": verb,
         "data": data,
         "style": style,
-        "fallback": {"type": "Action.Submit", "title": title, "data": data},
+        "associatedInputs": "auto",
+        "fallback": {"type": "Action.Submit", "title": title, "data": data, "associatedInputs": "auto"},
     })
+}
+
+/// The id of the reason field on approval cards: its value arrives in the button's data.
+pub(crate) const REASON_INPUT: &str = "reason";
+
+/// The reason field of an approval card; `problem` marks it (a decision came without one).
+fn reason_input(required: bool, problem: Option<&str>) -> Value {
+    let label = if required { "Reason for your decision (required)" } else { "Reason for your decision" };
+    let mut input = json!({
+        "type": "Input.Text",
+        "id": REASON_INPUT,
+        "label": label,
+        "isMultiline": true,
+        "maxLength": crate::cases::MAX_DECISION_REASON,
+        "placeholder": "What you checked, and why this chat must go (or stay)",
+        "isRequired": required,
+        "errorMessage": format!("Give a reason, up to {} characters.", crate::cases::MAX_DECISION_REASON),
+    });
+    if let Some(problem) = problem {
+        input["errorMessage"] = json!(problem);
+    }
+    input
 }
 
 fn target_line(kind: CaseKind, target: &Target) -> String {
@@ -211,8 +234,15 @@ fn target_block(case: &Case, line: fn(CaseKind, &Target) -> String) -> Vec<Value
     blocks
 }
 
-/// The card asking an admin to approve or reject a proposed case.
-pub fn approval_card(case: &Case) -> Value {
+/// The card asking an admin to approve or reject a proposed case, with a reason field
+/// (required when `require_reason`).
+pub fn approval_card(case: &Case, require_reason: bool) -> Value {
+    approval_card_marked(case, require_reason, None)
+}
+
+/// The approval card again, its reason field marked with `problem` and a line saying nothing
+/// was decided: the answer to a decision that came without a usable reason.
+pub fn approval_card_marked(case: &Case, require_reason: bool, problem: Option<&str>) -> Value {
     let title = match case.kind {
         CaseKind::RevokeSessions => format!("Approval needed: revoke the sign-in sessions of {} user(s)", case.targets.len()),
         _ => format!("Approval needed: {}", case.kind.describe()),
@@ -226,6 +256,10 @@ pub fn approval_card(case: &Case) -> Value {
         body.push(text("**No Teams audit record matches this request.** Check the chat and user before approving."));
     }
     body.push(text(format!("Decide before {}.", timestamp(case.expires_at))));
+    if let Some(problem) = problem {
+        body.push(json!({"type": "TextBlock", "text": format!("{problem} Nothing was decided."), "wrap": true, "color": "Attention"}));
+    }
+    body.push(reason_input(require_reason, problem));
     let approve_title = if case.evidence.is_empty() { "Approve without evidence" } else { "Approve" };
     let actions = vec![
         button(approve_title, "approve", decision_data(&case.id, Decision::Approve), "destructive"),
@@ -237,6 +271,14 @@ pub fn approval_card(case: &Case) -> Value {
 fn state_line(case: &Case) -> String {
     let who = case.approver.as_ref().map(|a| plain(&a.name)).unwrap_or_else(|| "nobody".into());
     let when = case.decided_at.map(timestamp).unwrap_or_default();
+    let line = state_words(case, &who, &when);
+    match &case.decision_reason {
+        Some(reason) if case.decided_at.is_some() => format!("{line} Reason: \"{}\"", plain(reason)),
+        _ => line,
+    }
+}
+
+fn state_words(case: &Case, who: &str, when: &str) -> String {
     match case.state {
         CaseState::Proposed => format!("Waiting for approval until {}.", timestamp(case.expires_at)),
         CaseState::Approved => format!("Approved by {who} at {when}; about to run."),
@@ -269,8 +311,8 @@ pub fn result_card(case: &Case) -> Value {
 }
 
 /// The card for a case in any state: the approval card while proposed, else the result card.
-pub(crate) fn case_card(case: &Case) -> Value {
-    if case.state == CaseState::Proposed { approval_card(case) } else { result_card(case) }
+pub(crate) fn case_card(case: &Case, require_reason: bool) -> Value {
+    if case.state == CaseState::Proposed { approval_card(case, require_reason) } else { result_card(case) }
 }
 
 /// `/status <case>`: the case and its history.
@@ -295,9 +337,10 @@ pub fn history_card(cases: &[Case]) -> Value {
     for case in cases {
         let targets = case.targets.iter().take(3).map(|t| target_line(case.kind, t)).collect::<Vec<_>>().join("; ");
         let more = if case.targets.len() > 3 { format!(" and {} more", case.targets.len() - 3) } else { String::new() };
-        let decided = match &case.approver {
-            Some(a) => format!("; decided by {} ({})", plain(&a.name), plain(&a.oid)),
-            None => String::new(),
+        let decided = match (&case.approver, &case.decision_reason) {
+            (Some(a), Some(reason)) => format!("; decided by {} ({}): \"{}\"", plain(&a.name), plain(&a.oid), plain(reason)),
+            (Some(a), None) => format!("; decided by {} ({})", plain(&a.name), plain(&a.oid)),
+            (None, _) => String::new(),
         };
         body.push(text(format!(
             "**{}** {} [{}]: {targets}{more}; asked by {} ({}){decided}",

@@ -85,6 +85,7 @@ pub(crate) fn workflow_settings(config: &Config) -> WorkflowSettings {
         app_id: config.app.as_ref().map(|a| a.app_id.clone()),
         revoke_ceiling: config.revoke_ceiling,
         refusals_per_minute: config.refusals_per_minute,
+        require_reason: config.require_reason,
     }
 }
 
@@ -170,7 +171,7 @@ impl Application {
         tracing::info!(backend = ?store.backend(), "database ready");
         let bot_tokens = Arc::new(tokens);
         let connector = Arc::new(ConnectorClient::new(Arc::clone(&bot_tokens), config.retry, Arc::clone(&metrics))?);
-        let updater = Arc::new(CardUpdater::new(Arc::clone(&connector), allowlist.clone()));
+        let updater = Arc::new(CardUpdater::new(Arc::clone(&connector), allowlist.clone(), config.require_reason));
         let delegated = Arc::new(DelegatedTokens::new(token_source(&config)?, bot_tokens, config.retry, Arc::clone(&metrics))?);
         let graph_retry = RetryPolicy {
             max_attempts: config.retry.max_attempts.max(4),
@@ -209,6 +210,7 @@ impl Application {
             channel_id: config.security.channel_id.clone(),
             case_ttl: config.case_ttl,
             rules: config.detection.clone(),
+            require_reason: config.require_reason,
         };
         let audit_ingest =
             Arc::new(AuditIngest::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics)));

@@ -232,6 +232,8 @@ pub struct Case {
     pub approver: Option<Actor>,
     /// When it was decided (Unix ms).
     pub decided_at: Option<i64>,
+    /// Why, in the decider's words.
+    pub decision_reason: Option<String>,
     /// Its card.
     pub card: Option<CardRef>,
     /// Created (Unix ms).
@@ -316,7 +318,7 @@ mod rules;
 
 pub use id::CaseId;
 pub(crate) use id::new_case_id;
-pub use rules::{Decision, Policy, Refusal};
+pub use rules::{Decision, DecisionNote, MAX_DECISION_REASON, Policy, Refusal};
 pub(crate) use rules::{check_decision, final_state};
 
 /// Current time in Unix milliseconds.

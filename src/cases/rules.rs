@@ -23,6 +23,19 @@ impl Decision {
     }
 }
 
+/// The longest reason a decision may carry, in characters.
+pub const MAX_DECISION_REASON: usize = 500;
+
+/// What a decider gives with a decision: why (their words, at most [`MAX_DECISION_REASON`]
+/// characters), and the UPN their delegated token names when they signed in to approve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionNote {
+    /// The decider's reason.
+    pub reason: Option<String>,
+    /// The UPN of the approver's delegated token.
+    pub approver_upn: Option<String>,
+}
+
 /// Who may request and decide.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -113,6 +126,7 @@ mod tests {
             no_evidence: false,
             approver: None,
             decided_at: None,
+            decision_reason: None,
             card: None,
             created_at: 0,
             updated_at: 0,

@@ -223,6 +223,8 @@ pub struct Config {
     pub case_ttl: Duration,
     /// The requester may not approve their own case.
     pub require_second_approver: bool,
+    /// Approve and Reject need a written reason.
+    pub require_reason: bool,
     /// Case execution timing (not an environment setting; tests shorten it).
     pub execution: ExecutionPolicy,
     /// Key cache timing (not an environment setting; tests shorten it).

@@ -195,4 +195,11 @@ pub const SETTINGS: &[Setting] = &[
         Some("true in serve and in dev with a registration, false in local mode"),
         false,
     ),
+    setting(
+        "CHATWARDEN_REQUIRE_REASON",
+        "require_reason",
+        "Approve and Reject need a written reason, kept in the history (true/false)",
+        Some("true in serve and in dev with a registration, false in local mode"),
+        false,
+    ),
 ];

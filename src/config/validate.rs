@@ -34,7 +34,8 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
     let alert_secret = alert_secret(&mut raw);
     let max_body_bytes = max_body_bytes(&mut raw);
     let case_ttl = case_ttl(&mut raw);
-    let require_second_approver = require_second_approver(&mut raw, guard);
+    let require_second_approver = guarded_switch(&mut raw, guard, "CHATWARDEN_REQUIRE_SECOND_APPROVER");
+    let require_reason = guarded_switch(&mut raw, guard, "CHATWARDEN_REQUIRE_REASON");
     let token_mode = token_mode(&mut raw);
     let detection = detection_rules(&mut raw);
     let (audit_poll, audit_lookback) = audit_polling(&mut raw, app.is_some());
@@ -48,8 +49,8 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
     let (Some(bind), Some(endpoints)) = (bind, endpoints) else {
         return Err(invalid());
     };
-    let (Some(allowlist), Some(max_body_bytes), Some(case_ttl), Some(require_second_approver), Some(token_mode)) =
-        (allowlist, max_body_bytes, case_ttl, require_second_approver, token_mode)
+    let (Some(allowlist), Some(max_body_bytes), Some(case_ttl), Some(require_second_approver), Some(require_reason), Some(token_mode)) =
+        (allowlist, max_body_bytes, case_ttl, require_second_approver, require_reason, token_mode)
     else {
         return Err(invalid());
     };
@@ -59,6 +60,7 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
     let mut effective = effective_values(&raw);
     // Its default depends on the mode and the registration: record the value in force.
     effective.insert("CHATWARDEN_REQUIRE_SECOND_APPROVER", require_second_approver.to_string());
+    effective.insert("CHATWARDEN_REQUIRE_REASON", require_reason.to_string());
     Ok(Config {
         mode,
         bind,
@@ -85,6 +87,7 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
         audit_lookback,
         case_ttl,
         require_second_approver,
+        require_reason,
         execution: limits.execution,
         key_refresh: KeyRefreshPolicy::default(),
         retry: RetryPolicy::default(),
@@ -279,13 +282,14 @@ fn case_ttl(raw: &mut RawSettings) -> Option<Duration> {
 }
 
 /// Four-eyes: on by default wherever who may act is guarded.
-fn require_second_approver(raw: &mut RawSettings, guard: Guard) -> Option<bool> {
-    match raw.get("CHATWARDEN_REQUIRE_SECOND_APPROVER").map(|v| v.trim().to_ascii_lowercase()) {
+/// A switch that is on by default wherever Teams can reach the bot (`guard.on`).
+fn guarded_switch(raw: &mut RawSettings, guard: Guard, name: &'static str) -> Option<bool> {
+    match raw.get(name).map(|v| v.trim().to_ascii_lowercase()) {
         None => Some(guard.on),
         Some(v) if v == "true" => Some(true),
         Some(v) if v == "false" => Some(false),
         Some(v) => {
-            raw.problem("CHATWARDEN_REQUIRE_SECOND_APPROVER", format!("`{v}` must be true or false"));
+            raw.problem(name, format!("`{v}` must be true or false"));
             None
         }
     }

@@ -17,12 +17,13 @@ use super::CaseObserver;
 pub(crate) struct CardUpdater {
     connector: Arc<ConnectorClient>,
     allowlist: HostAllowlist,
+    require_reason: bool,
 }
 
 impl CardUpdater {
     /// An updater that only writes to service URLs on `allowlist`.
-    pub fn new(connector: Arc<ConnectorClient>, allowlist: HostAllowlist) -> Self {
-        Self { connector, allowlist }
+    pub fn new(connector: Arc<ConnectorClient>, allowlist: HostAllowlist, require_reason: bool) -> Self {
+        Self { connector, allowlist, require_reason }
     }
 }
 
@@ -48,7 +49,7 @@ impl CaseObserver for CardUpdater {
             tracing::error!(case.id = %case.id, "stored service URL is no longer on the allowlist; card not updated");
             return;
         };
-        let update = OutgoingActivity::card_update(&card.activity_id, &card.conversation_id, cards::case_card(case));
+        let update = OutgoingActivity::card_update(&card.activity_id, &card.conversation_id, cards::case_card(case, self.require_reason));
         if let Err(err) = self.connector.update_activity(&service_url, &card.conversation_id, &card.activity_id, &update).await {
             tracing::error!(case.id = %case.id, error = %err, "could not update the case card");
         }

@@ -7,7 +7,7 @@ use super::dedupe::claim_activity;
 use super::events::{insert_event, insert_event_with_data};
 use super::pairs::release_alert_key;
 use super::{Store, StoreError};
-use crate::cases::{Actor, Case, CaseState, Decision, Policy, Refusal, check_decision};
+use crate::cases::{Actor, Case, CaseState, Decision, DecisionNote, Policy, Refusal, check_decision};
 
 /// Result of a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,17 +47,17 @@ impl Store {
         policy: &Policy,
         now: i64,
     ) -> Result<DecisionOutcome, StoreError> {
-        self.decide_signed_in(case_id, actor, None, decision, activity_key, policy, now).await
+        self.decide_with(case_id, actor, &DecisionNote::default(), decision, activity_key, policy, now).await
     }
 
-    /// [`Store::decide`], recording in the decision's event the UPN the approver's delegated
-    /// token names (beside their object id).
+    /// [`Store::decide`] with what the decider gave: the reason is kept with the case and its
+    /// event, the UPN the approver's delegated token names in the event (beside the object id).
     #[allow(clippy::too_many_arguments)]
-    pub async fn decide_signed_in(
+    pub async fn decide_with(
         &self,
         case_id: &str,
         actor: &Actor,
-        approver_upn: Option<&str>,
+        note: &DecisionNote,
         decision: Decision,
         activity_key: Option<&str>,
         policy: &Policy,
@@ -82,7 +82,7 @@ impl Store {
             Ok(next) => {
                 let updated = sqlx::query(
                     "UPDATE cases SET state = $1, approver_oid = $2, approver_name = $3, approver_user_id = $4, decided_at = $5, \
-                     updated_at = $5, version = version + 1 WHERE id = $6 AND state = 'proposed' AND version = $7",
+                     updated_at = $5, decision_reason = $8, version = version + 1 WHERE id = $6 AND state = 'proposed' AND version = $7",
                 )
                 .bind(next.as_str())
                 .bind(&actor.oid)
@@ -91,6 +91,7 @@ impl Store {
                 .bind(now)
                 .bind(case_id)
                 .bind(case.version)
+                .bind(note.reason.as_deref())
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 1 {
@@ -98,8 +99,14 @@ impl Store {
                         release_alert_key(&mut tx, case_id).await?;
                     }
                     let kind = if decision == Decision::Approve { "approved" } else { "rejected" };
-                    let detail = approver_upn.map(|upn| format!("signed in as {upn}"));
-                    let data = serde_json::json!({"approver_oid": actor.oid, "approver_upn": approver_upn}).to_string();
+                    let detail = match (&note.approver_upn, &note.reason) {
+                        (Some(upn), Some(reason)) => Some(format!("signed in as {upn}; reason: {reason}")),
+                        (Some(upn), None) => Some(format!("signed in as {upn}")),
+                        (None, Some(reason)) => Some(format!("reason: {reason}")),
+                        (None, None) => None,
+                    };
+                    let data = serde_json::json!({"approver_oid": actor.oid, "approver_upn": note.approver_upn, "reason": note.reason})
+                        .to_string();
                     insert_event_with_data(&mut tx, Some(case_id), Some(actor), kind, detail.as_deref(), Some(&data), now).await?;
                     None
                 } else {

@@ -9,27 +9,42 @@ use crate::cases::Decision;
 impl Store {
     /// Remembers that `admin_oid` approved `case_id` and must sign in first (one pending
     /// approval per admin; a newer one replaces the older).
-    pub async fn set_pending_signin(&self, admin_oid: &str, case_id: &str, decision: Decision, now: i64) -> Result<(), StoreError> {
+    pub async fn set_pending_signin(
+        &self,
+        admin_oid: &str,
+        case_id: &str,
+        decision: Decision,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let decision = match decision {
             Decision::Approve => "approve",
             Decision::Reject => "reject",
         };
         sqlx::query(
-            "INSERT INTO pending_signins (admin_oid, case_id, decision, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (admin_oid) DO UPDATE SET case_id = excluded.case_id, decision = excluded.decision, created_at = excluded.created_at",
+            "INSERT INTO pending_signins (admin_oid, case_id, decision, created_at, reason) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (admin_oid) DO UPDATE SET case_id = excluded.case_id, decision = excluded.decision, \
+             created_at = excluded.created_at, reason = excluded.reason",
         )
         .bind(admin_oid)
         .bind(case_id)
         .bind(decision)
         .bind(now)
+        .bind(reason)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Takes (and removes) the approval `admin_oid` left pending, if it is younger than `max_age_ms`.
-    pub async fn take_pending_signin(&self, admin_oid: &str, max_age_ms: i64, now: i64) -> Result<Option<(String, Decision)>, StoreError> {
-        let row = sqlx::query("DELETE FROM pending_signins WHERE admin_oid = $1 RETURNING case_id, decision, created_at")
+    /// Takes (and removes) the approval `admin_oid` left pending, if it is younger than
+    /// `max_age_ms`: the case, the decision and its reason.
+    pub async fn take_pending_signin(
+        &self,
+        admin_oid: &str,
+        max_age_ms: i64,
+        now: i64,
+    ) -> Result<Option<(String, Decision, Option<String>)>, StoreError> {
+        let row = sqlx::query("DELETE FROM pending_signins WHERE admin_oid = $1 RETURNING case_id, decision, created_at, reason")
             .bind(admin_oid)
             .fetch_optional(&self.pool)
             .await?;
@@ -43,6 +58,6 @@ impl Store {
             "reject" => Decision::Reject,
             other => return Err(corrupt("pending decision", other)),
         };
-        Ok(Some((row.try_get("case_id")?, decision)))
+        Ok(Some((row.try_get("case_id")?, decision, row.try_get("reason")?)))
     }
 }

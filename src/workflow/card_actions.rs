@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use crate::botframework::inbound::VerifiedActivity;
 use crate::cards;
-use crate::cases::{Actor, CaseId, CaseKind, CaseSource, CaseState, Decision, NewCase, NewTarget, Refusal, now_ms};
+use crate::cases::{
+    Actor, CaseId, CaseKind, CaseSource, CaseState, Decision, DecisionNote, MAX_DECISION_REASON, NewCase, NewTarget, Refusal, now_ms,
+};
 use crate::store::{DecisionOutcome, StoreError};
 
 use super::CaseWorkflow;
@@ -34,6 +36,8 @@ pub struct CardAction {
     pub case_id: CaseId,
     /// What the button asks for.
     pub intent: CardIntent,
+    /// The reason typed into the card, as sent (checked by the workflow).
+    pub reason: Option<String>,
 }
 
 impl CardAction {
@@ -47,7 +51,8 @@ impl CardAction {
             "revoke_sessions" => CardIntent::RevokeFollowUp,
             _ => return None,
         };
-        Some(Self { case_id, intent })
+        let reason = data.get(cards::REASON_INPUT).and_then(Value::as_str).map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
+        Some(Self { case_id, intent, reason })
     }
 
     /// Reads an `Action.Execute` of one of our buttons: its data, and a verb that agrees with it.
@@ -59,6 +64,17 @@ impl CardAction {
             CardIntent::RevokeFollowUp => "revoke_sessions",
         };
         (action.verb == expected).then_some(parsed)
+    }
+}
+
+/// The reason a decision carries: `Err` names what is wrong with it (missing when required,
+/// too long), for the card to show.
+fn checked_reason(reason: Option<&str>, required: bool) -> Result<Option<String>, &'static str> {
+    match reason {
+        Some(reason) if reason.chars().count() > MAX_DECISION_REASON => Err("The reason is longer than 500 characters."),
+        Some(reason) => Ok(Some(reason.to_owned())),
+        None if required => Err("A reason is required for every decision."),
+        None => Ok(None),
     }
 }
 
@@ -131,19 +147,33 @@ impl CaseWorkflow {
             CardIntent::Decide(decision) => decision,
             CardIntent::RevokeFollowUp => return self.revoke_follow_up(incoming, actor, &action.case_id).await,
         };
+        // A decision needs a usable reason before anything else (no sign-in is asked for one
+        // that would be sent back): the card comes back with the field marked.
+        let reason = match checked_reason(action.reason.as_deref(), self.settings.require_reason) {
+            Ok(reason) => reason,
+            Err(problem) => {
+                if let Some(case) = self.store.case(&action.case_id).await? {
+                    if case.state == CaseState::Proposed && self.settings.policy.is_admin(&actor.oid) {
+                        return Ok(ActionReply::Card(cards::approval_card_marked(&case, self.settings.require_reason, Some(problem))));
+                    }
+                }
+                None
+            }
+        };
         let mut approver_upn = None;
         if decision == Decision::Approve {
             // Ask for a sign-in only when the approval can still apply.
             let case = self.store.case(&action.case_id).await?;
             if let Some(case) = &case {
                 if case.state != CaseState::Proposed || !self.settings.policy.is_admin(&actor.oid) {
-                    return self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, None).await;
+                    let note = DecisionNote { reason, approver_upn: None };
+                    return self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, note).await;
                 }
                 match self.check_token(&actor, &proof).await {
                     TokenCheck::Ready(upn) => approver_upn = upn,
                     TokenCheck::NeedSignIn => {
                         if path == ActionPath::Submit {
-                            self.store.set_pending_signin(&actor.oid, &case.id, decision, now_ms()).await?;
+                            self.store.set_pending_signin(&actor.oid, &case.id, decision, reason.as_deref(), now_ms()).await?;
                         }
                         return Ok(match self.oauth_card(activity).await {
                             Some(card) => ActionReply::LoginRequest(card),
@@ -178,7 +208,8 @@ impl CaseWorkflow {
                 }
             }
         }
-        self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, approver_upn.as_deref()).await
+        let note = DecisionNote { reason, approver_upn };
+        self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, note).await
     }
 
     pub(super) async fn apply_decision(
@@ -187,9 +218,9 @@ impl CaseWorkflow {
         actor: &Actor,
         case_id: &str,
         decision: Decision,
-        approver_upn: Option<&str>,
+        note: DecisionNote,
     ) -> Result<ActionReply, StoreError> {
-        let outcome = self.store.decide_signed_in(case_id, actor, approver_upn, decision, key, &self.settings.policy, now_ms()).await?;
+        let outcome = self.store.decide_with(case_id, actor, &note, decision, key, &self.settings.policy, now_ms()).await?;
         Ok(match outcome {
             DecisionOutcome::Applied(case) => {
                 tracing::info!(case.id = %case.id, state = %case.state, "case decided");
@@ -206,9 +237,9 @@ impl CaseWorkflow {
                     let decided = (*case).clone();
                     tokio::spawn(async move { updater.case_changed(&decided).await });
                 }
-                ActionReply::Card(cards::case_card(&case))
+                ActionReply::Card(cards::case_card(&case, self.settings.require_reason))
             }
-            DecisionOutcome::Duplicate(Some(case)) => ActionReply::Card(cards::case_card(&case)),
+            DecisionOutcome::Duplicate(Some(case)) => ActionReply::Card(cards::case_card(&case, self.settings.require_reason)),
             DecisionOutcome::Duplicate(None) | DecisionOutcome::Refused(Refusal::NotFound, _) => {
                 ActionReply::Message("This case does not exist.".into())
             }
@@ -223,7 +254,7 @@ impl CaseWorkflow {
                         let expired = (*case).clone();
                         tokio::spawn(async move { updater.case_changed(&expired).await });
                     }
-                    ActionReply::Card(cards::case_card(&case))
+                    ActionReply::Card(cards::case_card(&case, self.settings.require_reason))
                 }
                 None => ActionReply::Message("This case does not exist.".into()),
             },
@@ -286,7 +317,7 @@ mod tests {
         let data = cards::decision_data("CW-ABCDE", Decision::Approve);
         assert_eq!(
             CardAction::from_data(&data),
-            Some(CardAction { case_id: CaseId::parse("CW-ABCDE").unwrap(), intent: CardIntent::Decide(Decision::Approve) })
+            Some(CardAction { case_id: CaseId::parse("CW-ABCDE").unwrap(), intent: CardIntent::Decide(Decision::Approve), reason: None })
         );
         assert_eq!(CardAction::from_data(&json!({"caseId": "CW-ABCDE", "action": "approve"})), None);
         assert_eq!(CardAction::from_data(&json!({"chatwarden": 1, "caseId": "CW-ABCDE", "action": "delete"})), None);

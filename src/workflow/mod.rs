@@ -47,6 +47,8 @@ pub struct WorkflowSettings {
     pub revoke_ceiling: usize,
     /// Refusals answered per sender per minute (0 = no limit).
     pub refusals_per_minute: u32,
+    /// Approve and Reject need a written reason.
+    pub require_reason: bool,
 }
 
 /// Turns commands and card actions into cases and decisions.

@@ -123,9 +123,10 @@ impl CaseWorkflow {
             TokenCheck::NotTheApprover => return Ok(failure(NOT_THE_APPROVER_TEXT)),
             TokenCheck::Unavailable => return Ok(failure("The sign-in service could not be reached.")),
         };
-        if let Some((case_id, decision)) = self.store.take_pending_signin(&actor.oid, PENDING_SIGNIN_MS, now_ms()).await? {
+        if let Some((case_id, decision, reason)) = self.store.take_pending_signin(&actor.oid, PENDING_SIGNIN_MS, now_ms()).await? {
             tracing::info!(case.id = %case_id, "sign-in completed; resuming the pending approval");
-            let reply = self.apply_decision(activity_key(activity).as_deref(), &actor, &case_id, decision, upn.as_deref()).await?;
+            let note = crate::cases::DecisionNote { reason, approver_upn: upn };
+            let reply = self.apply_decision(activity_key(activity).as_deref(), &actor, &case_id, decision, note).await?;
             if let ActionReply::Message(text) = reply {
                 self.reply_text(incoming, text).await;
             }

@@ -147,6 +147,7 @@ async fn fixture(tokens: Arc<dyn ApproverTokens>, directory: Arc<dyn Directory>,
         scope: Scope::default(),
         policy: Policy { admins: Some(HashSet::from([ADMIN.to_owned(), SECOND.to_owned()])), require_second_approver: true },
         case_ttl: Duration::from_secs(3600),
+        require_reason: false,
         app_id: None,
         revoke_ceiling,
         refusals_per_minute: 1,
@@ -213,7 +214,8 @@ async fn an_approval_with_someone_elses_token_is_refused_and_changes_nothing() {
         ttl_ms: 3_600_000,
     };
     let Created::New(case) = fx.store.create_case(&new, None, now_ms()).await.unwrap() else { panic!("not created") };
-    let action = CardAction { case_id: crate::cases::CaseId::parse(&case.id).unwrap(), intent: CardIntent::Decide(Decision::Approve) };
+    let action =
+        CardAction { case_id: crate::cases::CaseId::parse(&case.id).unwrap(), intent: CardIntent::Decide(Decision::Approve), reason: None };
     let reply = fx.workflow.on_card_action(&activity("a-2", SECOND), action, SignInProof::None, ActionPath::Invoke).await.unwrap();
     assert!(matches!(&reply, ActionReply::Message(text) if text.contains("belongs to another account")), "{reply:?}");
     let after = fx.store.case(&case.id).await.unwrap().unwrap();

@@ -664,6 +664,7 @@ async fn poll_setup(database_url: &str) -> Poll {
         channel_id: None,
         case_ttl: Duration::from_secs(3600),
         rules: DetectionRules::default(),
+        require_reason: true,
     };
     let ingest = Arc::new(AuditIngest::new(store.clone(), connector, endpoint, settings, metrics));
     let management = wiremock::MockServer::start().await;

@@ -38,6 +38,7 @@ fn sample(state: CaseState, targets: usize, evidence: bool) -> Case {
         no_evidence: !evidence,
         approver: (state != CaseState::Proposed).then(|| actor("Sam")),
         decided_at: Some(1_779_786_153_000),
+        decision_reason: None,
         card: None,
         created_at: 1_779_786_000_000,
         updated_at: 1_779_786_153_000,
@@ -71,9 +72,30 @@ fn the_schema_rejects_a_broken_card() {
 
 #[test]
 fn approval_cards_are_valid_with_and_without_evidence() {
-    assert_valid("approval card", &cards::approval_card(&sample(CaseState::Proposed, 1, true)));
-    assert_valid("approval card without evidence", &cards::approval_card(&sample(CaseState::Proposed, 1, false)));
-    assert_valid("bulk approval card", &cards::approval_card(&sample(CaseState::Proposed, 40, true)));
+    assert_valid("approval card", &cards::approval_card(&sample(CaseState::Proposed, 1, true), true));
+    assert_valid("approval card without evidence", &cards::approval_card(&sample(CaseState::Proposed, 1, false), true));
+    assert_valid("bulk approval card", &cards::approval_card(&sample(CaseState::Proposed, 40, true), false));
+    let marked = cards::approval_card_marked(&sample(CaseState::Proposed, 1, true), true, Some("A reason is required for every decision."));
+    assert_valid("approval card asking for a reason again", &marked);
+}
+
+#[test]
+fn approval_cards_ask_for_a_reason_that_the_buttons_send() {
+    let card = cards::approval_card(&sample(CaseState::Proposed, 1, true), true);
+    let input = card["body"].as_array().unwrap().iter().find(|b| b["type"] == "Input.Text").expect("a reason field");
+    assert_eq!((input["id"].as_str(), input["isRequired"].as_bool(), input["maxLength"].as_u64()), (Some("reason"), Some(true), Some(500)));
+    for action in card["actions"].as_array().unwrap() {
+        assert_eq!(action["associatedInputs"], "auto", "{action}");
+        assert_eq!(action["fallback"]["associatedInputs"], "auto", "{action}");
+    }
+    let optional = cards::approval_card(&sample(CaseState::Proposed, 1, true), false);
+    let input = optional["body"].as_array().unwrap().iter().find(|b| b["type"] == "Input.Text").unwrap();
+    assert_eq!(input["isRequired"], false);
+    let marked = cards::approval_card_marked(&sample(CaseState::Proposed, 1, true), true, Some("A reason is required for every decision."));
+    let text = marked.to_string();
+    assert!(text.contains("A reason is required for every decision. Nothing was decided."), "{text}");
+    let input = marked["body"].as_array().unwrap().iter().find(|b| b["type"] == "Input.Text").unwrap();
+    assert_eq!(input["errorMessage"], "A reason is required for every decision.");
 }
 
 #[test]
@@ -100,7 +122,7 @@ fn status_and_history_cards_are_valid() {
 
 #[test]
 fn untrusted_text_cannot_add_links_or_formatting() {
-    let card = cards::approval_card(&sample(CaseState::Proposed, 1, true)).to_string();
+    let card = cards::approval_card(&sample(CaseState::Proposed, 1, true), true).to_string();
     assert!(!card.contains("[click](https://evil.example)"));
     assert!(!card.contains("](https"));
     assert!(card.contains("click"), "{card}");

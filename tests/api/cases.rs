@@ -38,15 +38,25 @@ pub fn from(activity: &mut Value, oid: &str, name: &str) {
     activity["from"] = json!({"id": format!("29:{name}"), "name": name, "aadObjectId": oid});
 }
 
-/// The `adaptiveCard/action` invoke Teams sends when `oid` presses a button of our card.
+/// The `adaptiveCard/action` invoke Teams sends when `oid` presses `verb` on the card of
+/// `case_id`, with a reason typed in.
 pub fn invoke(url: &str, id: &str, oid: &str, case_id: &str, verb: &str) -> Value {
+    invoke_with_reason(url, id, oid, case_id, verb, Some(&format!("{verb}: checked the audit record and the chat")))
+}
+
+/// A press of `verb` with `reason` in the card's reason field (`None`: left empty).
+pub fn invoke_with_reason(url: &str, id: &str, oid: &str, case_id: &str, verb: &str, reason: Option<&str>) -> Value {
     let mut activity = message(url, "");
     activity["type"] = json!("invoke");
     activity["name"] = json!("adaptiveCard/action");
     activity["id"] = json!(id);
     activity["replyToId"] = json!(CARD_ID);
     activity.as_object_mut().unwrap().remove("text");
-    activity["value"] = json!({"action": {"type": "Action.Execute", "verb": verb, "data": {"chatwarden": 1, "caseId": case_id, "action": verb}}, "trigger": "manual"});
+    let mut data = json!({"chatwarden": 1, "caseId": case_id, "action": verb});
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    activity["value"] = json!({"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"});
     from(&mut activity, oid, &format!("admin-{oid}"));
     activity
 }
@@ -193,7 +203,7 @@ async fn the_action_submit_fallback_decides_the_same_way() {
     submit.as_object_mut().unwrap().remove("text");
     submit["id"] = json!("submit-1");
     submit["replyToId"] = json!(CARD_ID);
-    submit["value"] = json!({"chatwarden": 1, "caseId": case_id, "action": "reject"});
+    submit["value"] = json!({"chatwarden": 1, "caseId": case_id, "action": "reject", "reason": "a partner's chat after all"});
     from(&mut submit, SECOND_ADMIN_OID, "Second Admin");
     assert_eq!(app.post_activity(Some(&valid_token(&url)), &submit).await.status(), 200);
     let store = Store::connect(&app.database_url).await.unwrap();
@@ -345,4 +355,76 @@ async fn two_replicas_on_postgres_approving_the_same_case_execute_it_once() {
     assert_eq!(executions, 1);
     let approvals = store.events(&case_id).await.unwrap().into_iter().filter(|e| e.kind == "approved").count();
     assert_eq!(approvals, 1);
+}
+
+#[tokio::test]
+async fn a_decision_without_a_reason_gets_the_card_back_with_the_field_marked_and_changes_nothing() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let token = valid_token(&url);
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let events_before = store.events(&case_id).await.unwrap().len();
+
+    for (id, verb, reason, problem) in [
+        ("inv-1", "approve", None, "A reason is required for every decision."),
+        ("inv-2", "reject", Some("   "), "A reason is required for every decision."),
+        ("inv-3", "approve", Some(&"x".repeat(501)[..]), "The reason is longer than 500 characters."),
+    ] {
+        let response = app.post_activity(Some(&token), &invoke_with_reason(&url, id, SECOND_ADMIN_OID, &case_id, verb, reason)).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "application/vnd.microsoft.card.adaptive", "{body}");
+        let card = &body["value"];
+        let input = card["body"].as_array().unwrap().iter().find(|b| b["type"] == "Input.Text").expect("the reason field");
+        assert_eq!(input["errorMessage"], problem, "{verb} {reason:?}");
+        assert!(card.to_string().contains("Nothing was decided."));
+        assert_eq!(card["actions"][0]["verb"], "approve", "the buttons are still there");
+    }
+    app.wait_for_a_full_sweep().await;
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Proposed);
+    assert!(case.approver.is_none() && case.decision_reason.is_none());
+    assert_eq!(store.events(&case_id).await.unwrap().len(), events_before, "nothing recorded: nothing was decided");
+    assert!(app.executor.calls().is_empty());
+    // No sign-in was asked for an approval that could not apply.
+    assert!(app.token_service.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_reason_is_kept_and_shown_on_the_card_in_status_history_and_the_cli() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let reason = "External \"IT support\" asking for MFA codes; matches the lure";
+    let response = app
+        .post_activity(Some(&valid_token(&url)), &invoke_with_reason(&url, "inv-1", SECOND_ADMIN_OID, &case_id, "reject", Some(reason)))
+        .await;
+    let body: Value = response.json().await.unwrap();
+    let shown = body["value"]["body"][1]["text"].as_str().unwrap();
+    assert!(shown.starts_with("Rejected by admin-") && shown.contains("Reason: \"External \"IT support\" asking for MFA codes"), "{shown}");
+
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!((case.state, case.decision_reason.as_deref()), (CaseState::Rejected, Some(reason)));
+    let rejected = store.events(&case_id).await.unwrap().into_iter().find(|e| e.kind == "rejected").unwrap();
+    assert_eq!(rejected.detail.as_deref(), Some(&format!("reason: {reason}")[..]));
+    let data: Value = serde_json::from_str(rejected.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["reason"], reason);
+
+    let events = store.events(&case_id).await.unwrap();
+    let status = chatwarden::cards::status_card(&case, &events).to_string();
+    assert!(status.contains("MFA codes"), "{status}");
+    let history = chatwarden::cards::history_card(&[case]).to_string();
+    assert!(history.contains("matches the lure"), "{history}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chatwarden"))
+        .args(["history", "--case", &case_id])
+        .env_clear()
+        .env("CHATWARDEN_DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains(&format!("rejected  reason: {reason}")), "{printed}");
 }

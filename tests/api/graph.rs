@@ -407,6 +407,7 @@ fn bulk_case(n: usize) -> Case {
         no_evidence: false,
         approver: Some(approver()),
         decided_at: None,
+        decision_reason: None,
         card: None,
         created_at: 0,
         updated_at: 0,

@@ -164,7 +164,7 @@ async fn on_the_submit_path_a_sign_in_card_is_posted_and_verify_state_resumes_th
     submit.as_object_mut().unwrap().remove("text");
     submit["id"] = json!("submit-1");
     submit["replyToId"] = json!(CARD_ID);
-    submit["value"] = json!({"chatwarden": 1, "caseId": case_id, "action": "approve"});
+    submit["value"] = json!({"chatwarden": 1, "caseId": case_id, "action": "approve", "reason": "lure confirmed in the audit record"});
     from(&mut submit, SECOND_ADMIN_OID, &format!("admin-{SECOND_ADMIN_OID}"));
     assert_eq!(app.post_activity(Some(&valid_token(&url)), &submit).await.status(), 200);
     let oauth = replies(&app).await.pop().unwrap();
@@ -434,9 +434,12 @@ async fn the_approval_records_the_approvers_object_id_and_the_upn_their_token_na
     wait_state(&store, &case_id, CaseState::Done).await;
     let approved = store.events(&case_id).await.unwrap().into_iter().find(|e| e.kind == "approved").unwrap();
     assert_eq!(approved.actor_oid.as_deref(), Some(SECOND_ADMIN_OID));
-    assert_eq!(approved.detail.as_deref(), Some("signed in as sam@contoso.com"));
+    assert_eq!(approved.detail.as_deref(), Some("signed in as sam@contoso.com; reason: approve: checked the audit record and the chat"));
     let data: Value = serde_json::from_str(approved.data.as_deref().unwrap()).unwrap();
-    assert_eq!(data, json!({"approver_oid": SECOND_ADMIN_OID, "approver_upn": "sam@contoso.com"}));
+    assert_eq!(
+        data,
+        json!({"approver_oid": SECOND_ADMIN_OID, "approver_upn": "sam@contoso.com", "reason": "approve: checked the audit record and the chat"})
+    );
     assert!(!approved.data.unwrap().contains(&token), "the token itself is never recorded");
     assert!(store.verify_history(None).await.is_ok());
 }
