@@ -6,6 +6,9 @@
 #   bare actix (a)     examples/bare_actix.rs: actix-web answering 200 with no work
 #   botbuilder-js (b)  npm botbuilder CloudAdapter on Node's http server, empty turn handler
 #   botbuilder-py (c)  PyPI botbuilder-integration-aiohttp CloudAdapter, empty turn handler
+#   agents-sdk-js (d)  npm @microsoft/agents-hosting(-express): the Microsoft 365 Agents SDK's own
+#                      Express host, empty ActivityHandler (key URL and outbound token overridden)
+#   teams-sdk-js (e)   npm @microsoft/teams.apps App on its default Express server, no handler
 # Every server that authenticates is first checked: the valid token is accepted and bad tokens
 # are refused. See bench/README.md.
 #
@@ -97,15 +100,29 @@ if [ ! -x "$PY_VENV/bin/python" ] || [ "$(cat "$PY_VENV/.bench-stamp" 2>/dev/nul
     "$PY_VENV/bin/pip" install -q --disable-pip-version-check -r "$BENCH/botbuilder-python/requirements.txt"
     echo "$py_stamp" >"$PY_VENV/.bench-stamp"
 fi
-# botbuilder-js
+# The Node peers: bench/<peer>/package-lock.json installed with `npm ci` into a cache directory,
+# again only when the package files changed.
+install_js_peer() { # bench-subdirectory cache-directory package-that-must-be-there
+    local peer=$1 dir=$2 probe=$3 stamp
+    stamp=$(cat "$BENCH/$peer/package.json" "$BENCH/$peer/package-lock.json" | sha256sum | cut -d' ' -f1)
+    if [ ! -d "$dir/node_modules/$probe" ] || [ "$(cat "$dir/.bench-stamp" 2>/dev/null)" != "$stamp" ]; then
+        log "installing $peer into $dir"
+        mkdir -p "$dir"
+        cp "$BENCH/$peer/package.json" "$BENCH/$peer/package-lock.json" "$dir/"
+        (cd "$dir" && npm ci --silent --no-audit --no-fund)
+        echo "$stamp" >"$dir/.bench-stamp"
+    fi
+}
 JS_DIR=$CACHE/bench-js
-js_stamp=$(cat "$BENCH/botbuilder-js/package.json" "$BENCH/botbuilder-js/package-lock.json" | sha256sum | cut -d' ' -f1)
-if [ ! -d "$JS_DIR/node_modules/botbuilder" ] || [ "$(cat "$JS_DIR/.bench-stamp" 2>/dev/null)" != "$js_stamp" ]; then
-    log "installing botbuilder-js into $JS_DIR"
-    mkdir -p "$JS_DIR"
-    cp "$BENCH/botbuilder-js/package.json" "$BENCH/botbuilder-js/package-lock.json" "$JS_DIR/"
-    (cd "$JS_DIR" && npm ci --silent --no-audit --no-fund)
-    echo "$js_stamp" >"$JS_DIR/.bench-stamp"
+install_js_peer botbuilder-js "$JS_DIR" botbuilder
+AGENTS_DIR=$CACHE/bench-agents-js
+install_js_peer agents-sdk-js "$AGENTS_DIR" @microsoft/agents-hosting-express
+TEAMS_DIR=$CACHE/bench-teams-js
+install_js_peer teams-sdk-js "$TEAMS_DIR" @microsoft/teams.apps
+# @microsoft/teams.* 2.1.0 declare engines.node >=22.12.0 (npm only warns); they ran on Node 20
+# when this peer was written, but say so in the log.
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 22 ]; then
+    log "note: teams-sdk-js (@microsoft/teams.apps) declares node >=22.12.0, running on node $(node --version)"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +248,18 @@ start_server() {
             NODE_ENV=production NODE_PATH="$JS_DIR/node_modules" \
             taskset -c "$SERVER_CPU" node server.js "$SERVER_PORT" "$METADATA_URL") >"$WORK/$name.log" 2>&1 &
         ;;
+    agents)
+        (cd "$BENCH/agents-sdk-js" && exec env \
+            MICROSOFT_APP_ID="$APP_ID" MICROSOFT_APP_PASSWORD="$APP_PASSWORD" MICROSOFT_APP_TENANT_ID="$TENANT_ID" \
+            NODE_ENV=production NODE_PATH="$AGENTS_DIR/node_modules" \
+            taskset -c "$SERVER_CPU" node server.js "$SERVER_PORT" "$METADATA_URL") >"$WORK/$name.log" 2>&1 &
+        ;;
+    teams)
+        (cd "$BENCH/teams-sdk-js" && exec env \
+            MICROSOFT_APP_ID="$APP_ID" MICROSOFT_APP_PASSWORD="$APP_PASSWORD" MICROSOFT_APP_TENANT_ID="$TENANT_ID" \
+            NODE_ENV=production NODE_PATH="$TEAMS_DIR/node_modules" \
+            taskset -c "$SERVER_CPU" node server.js "$SERVER_PORT" "$METADATA_URL") >"$WORK/$name.log" 2>&1 &
+        ;;
     py)
         (cd "$BENCH/botbuilder-python" && exec env \
             MICROSOFT_APP_ID="$APP_ID" MICROSOFT_APP_PASSWORD="$APP_PASSWORD" MICROSOFT_APP_TENANT_ID="$TENANT_ID" \
@@ -265,13 +294,15 @@ post() { # token-file -> HTTP status of one POST /api/messages
         "http://127.0.0.1:$SERVER_PORT/api/messages"
 }
 
-declare -A LABEL=([chatwarden]="chatwarden" [bare]="(a) bare actix-web" [js]="(b) botbuilder-js" [py]="(c) botbuilder-python")
+declare -A LABEL=([chatwarden]="chatwarden" [bare]="(a) bare actix-web" [js]="(b) botbuilder-js" [py]="(c) botbuilder-python"
+    [agents]="(d) agents-sdk-js" [teams]="(e) teams-sdk-js")
 declare -A CHECKS RPS P50 P90 P99 PMAX CPU RSS_IDLE RSS_PEAK ERRORS THREADS
 
 # Valid token -> 2xx. Refused: a correctly signed token for another app id (must be 401 from every
 # server), a token with a forged signature and a request without a token (chatwarden must answer
-# 401; the SDKs must not accept them, and what they answer is recorded: both SDKs answer a forged
-# signature with 500, and botbuilder-python a missing token too).
+# 401; the SDKs must not accept them, and what they answer is recorded: both botbuilder SDKs answer
+# a forged signature with 500, and botbuilder-python a missing token too; agents-sdk-js and
+# teams-sdk-js answer 401 to all three).
 verify() {
     local name=$1 valid aud forged none
     valid=$(post "$WORK/token.valid")
@@ -395,7 +426,7 @@ LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 quiet_services
 PAIRS_ONLY=${BENCH_PAIRS_ONLY:-0}
 if [ "$PAIRS_ONLY" != 1 ]; then
-    for name in chatwarden bare js py; do
+    for name in chatwarden bare js py agents teams; do
         measure "$name"
     done
 fi
@@ -452,11 +483,13 @@ report() {
     echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, $(uname -r); load average before: $LOADAVG"
     echo "scheduling: $QUIET_NOTE"
     echo "versions: $(rustc --version), node $(node --version), $("$PY_VENV/bin/python" --version), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)," \
-        "botbuilder-js $(node -p "require('$JS_DIR/node_modules/botbuilder/package.json').version"), botbuilder-python $("$PY_VENV/bin/pip" show botbuilder-core 2>/dev/null | awk '/^Version/ {print $2}')"
+        "botbuilder-js $(node -p "require('$JS_DIR/node_modules/botbuilder/package.json').version"), botbuilder-python $("$PY_VENV/bin/pip" show botbuilder-core 2>/dev/null | awk '/^Version/ {print $2}')," \
+        "agents-sdk-js $(node -p "require('$AGENTS_DIR/node_modules/@microsoft/agents-hosting/package.json').version") (agents-hosting-express $(node -p "require('$AGENTS_DIR/node_modules/@microsoft/agents-hosting-express/package.json').version"))," \
+        "teams-sdk-js $(node -p "require('$TEAMS_DIR/node_modules/@microsoft/teams.apps/package.json').version") (@microsoft/teams.apps)"
     echo
     printf '%-24s %10s %8s %8s %8s %8s %8s %9s %9s %7s\n' server 'req/s' 'p50 ms' 'p90 ms' 'p99 ms' 'max ms' 'srv CPU' 'idle MiB' 'peak MiB' errors
     local name
-    for name in chatwarden bare js py; do
+    for name in chatwarden bare js py agents teams; do
         printf '%-24s %10.0f %8s %8s %8s %8s %7s%% %9s %9s %7s\n' "${LABEL[$name]}" "${RPS[$name]}" \
             "$(ms "${P50[$name]}")" "$(ms "${P90[$name]}")" "$(ms "${P99[$name]}")" "$(ms "${PMAX[$name]}")" "${CPU[$name]}" \
             "$(mib "${RSS_IDLE[$name]}")" "$(mib "${RSS_PEAK[$name]}")" "${ERRORS[$name]}"
@@ -472,6 +505,8 @@ report() {
     echo "  chatwarden / (a) bare actix-web      = $(ratio "${RPS[bare]}")"
     echo "  chatwarden / (b) botbuilder-js       = $(ratio "${RPS[js]}")"
     echo "  chatwarden / (c) botbuilder-python   = $(ratio "${RPS[py]}")"
+    echo "  chatwarden / (d) agents-sdk-js       = $(ratio "${RPS[agents]}")"
+    echo "  chatwarden / (e) teams-sdk-js        = $(ratio "${RPS[teams]}")"
     if [ "${#PAIRS[@]}" -gt 0 ]; then
         echo "  chatwarden / (a) in alternating pairs (${PAIR_DURATION}s each, back to back; the median is the one to quote):"
         local pair
@@ -502,7 +537,7 @@ report() {
     done
     echo
     echo "authentication checks (HTTP status per token) and server threads after the run:"
-    for name in chatwarden bare js py; do
+    for name in chatwarden bare js py agents teams; do
         printf '  %-24s %s; threads=%s\n' "${LABEL[$name]}" "${CHECKS[$name]}" "${THREADS[$name]}"
     done
     echo "chatwarden's /metrics: ${ACTIVITIES_COUNTED:-none} messageReaction activities handled ok;" \

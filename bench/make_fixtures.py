@@ -6,6 +6,9 @@
 <out-dir>/www/              document root of the local OpenID server
     v1/.well-known/openidconfiguration   metadata: issuer, jwks_uri, RS256
     keys                                 JWKS: test-key-1 as kid "bench-key", endorsed for msteams
+    v1/.well-known/keys                  the same JWKS where login.botframework.com has it: the
+                                         Teams SDK derives its key URL from the metadata URL
+                                         (bench/teams-sdk-js/server.js)
 <out-dir>/activity.json     a Teams messageReaction activity (answered without any outbound call)
 <out-dir>/token.valid       RS256 with test-key-1, kid bench-key, iss api.botframework.com,
                             aud = app id, exp in 2 h, nbf 10 s ago, serviceurl = the activity's
@@ -55,6 +58,7 @@ def main() -> None:
         ]
     }
     (www / "keys").write_text(json.dumps(jwks))
+    (www / "v1" / ".well-known" / "keys").write_text(json.dumps(jwks))
 
     activity = {
         "type": "messageReaction",

@@ -94,7 +94,7 @@ async fn no_token_password_or_secret_reaches_the_logs_or_a_card() {
     approve["name"] = json!("adaptiveCard/action");
     approve["id"] = json!("inv-1");
     approve["from"] = json!({"id": "29:sam", "name": "Sam", "aadObjectId": SECOND_ADMIN_OID});
-    approve["value"] = json!({"action": {"type": "Action.Execute", "verb": "approve", "data": {"chatwarden": 1, "caseId": case_id, "action": "approve"}},
+    approve["value"] = json!({"action": {"type": "Action.Execute", "verb": "approve", "data": {"chatwarden": 1, "caseId": case_id, "action": "approve", "reason": "lure confirmed"}},
                               "authentication": {"id": "x", "connectionName": "graph", "token": sso_token}});
     assert_eq!(app.post_activity(Some(&inbound), &approve).await.status(), 200);
     for _ in 0..100 {
