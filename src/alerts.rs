@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::RwLock;
 
+use crate::approvers::ApproverViews;
 use crate::audit::detection::{DetectionRules, Finding};
 use crate::audit::record::AuditRecord;
 use crate::botframework::activity::OutgoingActivity;
@@ -116,6 +117,7 @@ pub struct AuditIngest {
     endpoint: Arc<ChannelEndpoint>,
     settings: AlertSettings,
     metrics: Arc<Metrics>,
+    approvers: Option<Arc<ApproverViews>>,
 }
 
 fn finding_reason(record: &AuditRecord, finding: &Finding) -> String {
@@ -133,7 +135,14 @@ impl AuditIngest {
         settings: AlertSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { store, connector, endpoint, settings, metrics }
+        Self { store, connector, endpoint, settings, metrics, approvers: None }
+    }
+
+    /// The same ingestion posting user-specific approval cards (status for everyone, the
+    /// buttons for the approvers) instead of universal ones.
+    pub fn with_approvers(mut self, approvers: Arc<ApproverViews>) -> Self {
+        self.approvers = Some(approvers);
+        self
     }
 
     /// Our tenant, when records must belong to it.
@@ -248,7 +257,11 @@ impl AuditIngest {
             return;
         };
         let tenant = self.settings.tenant_id.clone().unwrap_or_else(|| case.tenant_id.clone());
-        let activity = OutgoingActivity::card_message(cards::approval_card(case, self.settings.require_reason));
+        let card = match &self.approvers {
+            Some(approvers) => approvers.posted_card(case, &service_url).await,
+            None => cards::approval_card(case, self.settings.require_reason),
+        };
+        let activity = OutgoingActivity::card_message(card);
         match self.connector.create_channel_thread(&service_url, &NewChannelThread::new(channel, &tenant, &activity)).await {
             Ok(created) => match (created.id, created.activity_id) {
                 (Some(conversation_id), Some(activity_id)) => {

@@ -268,6 +268,31 @@ pub fn approval_card_marked(case: &Case, require_reason: bool, problem: Option<&
     card(body, actions)
 }
 
+/// A proposed case as everyone but its approvers sees it: what is asked and until when, no
+/// buttons. `note` tells the viewer why (the requester: another admin must approve).
+pub fn waiting_card(case: &Case, note: Option<&str>) -> Value {
+    let title = match case.kind {
+        CaseKind::RevokeSessions => format!("Waiting for approval: revoke the sign-in sessions of {} user(s)", case.targets.len()),
+        _ => format!("Waiting for approval: {}", case.kind.describe()),
+    };
+    let mut body = vec![heading(title), facts(case_facts(case))];
+    body.extend(target_block(case, target_line));
+    body.push(text(format!("An authorised admin decides before {}.", timestamp(case.expires_at))));
+    if let Some(note) = note {
+        body.push(text(note));
+    }
+    card(body, Vec::new())
+}
+
+/// `card` with a Universal Actions `refresh` for the Teams `accounts` (at most 60): when one of
+/// them views it, Teams asks for their own view of case `case_id`.
+pub fn with_refresh(mut card: Value, case_id: &str, accounts: &[String]) -> Value {
+    let data = json!({ACTION_MARKER: 1, "caseId": case_id, "action": "refresh"});
+    let accounts = &accounts[..accounts.len().min(crate::approvers::MAX_REFRESH_USERS)];
+    card["refresh"] = json!({"action": {"type": "Action.Execute", "verb": "refresh", "data": data}, "userIds": accounts});
+    card
+}
+
 fn state_line(case: &Case) -> String {
     let who = case.approver.as_ref().map(|a| plain(&a.name)).unwrap_or_else(|| "nobody".into());
     let when = case.decided_at.map(timestamp).unwrap_or_default();

@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the module map and the invariants.
 
 pub mod alerts;
+pub mod approvers;
 pub mod audit;
 pub mod bot;
 pub mod botframework;

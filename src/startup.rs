@@ -27,7 +27,9 @@ use std::time::Duration;
 use url::Url;
 
 use crate::alerts::{AlertSettings, AuditIngest, ChannelEndpoint};
+use crate::approvers::ApproverViews;
 use crate::audit::poller::{ManagementPoller, PollSettings};
+use crate::botframework::connector::ThreadReplies;
 use crate::config::{RetryPolicy, TokenMode};
 use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor};
 use crate::graph::GraphClient;
@@ -212,8 +214,17 @@ impl Application {
             rules: config.detection.clone(),
             require_reason: config.require_reason,
         };
-        let audit_ingest =
-            Arc::new(AuditIngest::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics)));
+        let settings = workflow_settings(&config);
+        let approvers = Arc::new(ApproverViews::new(
+            Arc::clone(&connector) as Arc<dyn ThreadReplies>,
+            settings.policy.clone(),
+            config.security.team_id.clone(),
+            config.require_reason,
+        ));
+        let audit_ingest = Arc::new(
+            AuditIngest::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics))
+                .with_approvers(Arc::clone(&approvers)),
+        );
         if let (Some(interval), Some(app)) = (config.audit_poll, &config.app) {
             let tokens = AppTokenProvider::client_credentials_for(
                 app,
@@ -238,7 +249,6 @@ impl Application {
             )?);
             background.push(poller.spawn());
         }
-        let settings = workflow_settings(&config);
         let services = WorkflowServices {
             store: store.clone(),
             replies: connector,
@@ -247,6 +257,7 @@ impl Application {
             tokens: delegated,
             directory: graph,
             endpoint,
+            approvers,
             metrics: Arc::clone(&metrics),
         };
         let workflow = CaseWorkflow::new(services, settings);

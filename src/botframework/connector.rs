@@ -104,6 +104,14 @@ pub trait ThreadReplies: Send + Sync {
         activity_id: &str,
         activity: &OutgoingActivity,
     ) -> Result<ResourceResponse, ConnectorError>;
+
+    /// The Teams account id of a team member, by Entra object id; `None` when not a member.
+    async fn team_member_account(
+        &self,
+        service_url: &AllowedServiceUrl,
+        team_id: &str,
+        aad_object_id: &str,
+    ) -> Result<Option<String>, ConnectorError>;
 }
 
 #[async_trait::async_trait]
@@ -117,6 +125,22 @@ impl ThreadReplies for ConnectorClient {
     ) -> Result<ResourceResponse, ConnectorError> {
         ConnectorClient::reply_to_activity(self, service_url, conversation_id, activity_id, activity).await
     }
+
+    async fn team_member_account(
+        &self,
+        service_url: &AllowedServiceUrl,
+        team_id: &str,
+        aad_object_id: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        ConnectorClient::team_member_account(self, service_url, team_id, aad_object_id).await
+    }
+}
+
+/// A team member as the Connector describes them (only the account id is used).
+#[derive(Debug, Default, Deserialize)]
+struct TeamMember {
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// Client for the Bot Connector REST API.
@@ -146,7 +170,7 @@ impl ConnectorClient {
         activity: &OutgoingActivity,
     ) -> Result<ResourceResponse, ConnectorError> {
         let url = service_url.join(&["v3", "conversations", conversation_id, "activities", activity_id]);
-        self.call("reply", Method::POST, url, activity).await
+        self.call("reply", Method::POST, url, Some(activity)).await
     }
 
     /// Sends a message to a conversation.
@@ -157,7 +181,7 @@ impl ConnectorClient {
         activity: &OutgoingActivity,
     ) -> Result<ResourceResponse, ConnectorError> {
         let url = service_url.join(&["v3", "conversations", conversation_id, "activities"]);
-        self.call("send", Method::POST, url, activity).await
+        self.call("send", Method::POST, url, Some(activity)).await
     }
 
     /// Starts a new thread in a channel (`POST /v3/conversations`).
@@ -167,7 +191,7 @@ impl ConnectorClient {
         params: &NewChannelThread<'_>,
     ) -> Result<ConversationResourceResponse, ConnectorError> {
         let url = service_url.join(&["v3", "conversations"]);
-        self.call("create_conversation", Method::POST, url, params).await
+        self.call("create_conversation", Method::POST, url, Some(params)).await
     }
 
     /// Replaces an activity (card update) in place.
@@ -179,7 +203,23 @@ impl ConnectorClient {
         activity: &OutgoingActivity,
     ) -> Result<ResourceResponse, ConnectorError> {
         let url = service_url.join(&["v3", "conversations", conversation_id, "activities", activity_id]);
-        self.call("update", Method::PUT, url, activity).await
+        self.call("update", Method::PUT, url, Some(activity)).await
+    }
+
+    /// The Teams account id (`29:...`) of the team member with Entra object id `aad_object_id`
+    /// (`GET /v3/conversations/{team}/members/{id}`); `None` when they are not a member.
+    pub async fn team_member_account(
+        &self,
+        service_url: &AllowedServiceUrl,
+        team_id: &str,
+        aad_object_id: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        let url = service_url.join(&["v3", "conversations", team_id, "members", aad_object_id]);
+        match self.call::<(), TeamMember>("get_member", Method::GET, url, None).await {
+            Ok(member) => Ok(member.id.filter(|id| !id.is_empty())),
+            Err(ConnectorError::Status { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     async fn call<B: Serialize, R: for<'de> Deserialize<'de> + Default>(
@@ -187,13 +227,17 @@ impl ConnectorClient {
         operation: &'static str,
         method: Method,
         url: url::Url,
-        body: &B,
+        body: Option<&B>,
     ) -> Result<R, ConnectorError> {
         let mut refreshed = false;
         loop {
             let token = self.tokens.token().await?;
             let response = crate::outbound::send_with_retry(&self.retry, &RETRY_STATUSES, false, || {
-                let request = self.http.request(method.clone(), url.clone()).json(body);
+                let request = self.http.request(method.clone(), url.clone());
+                let request = match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                };
                 match &token {
                     Some(token) => request.bearer_auth(token.expose_secret()),
                     None => request,

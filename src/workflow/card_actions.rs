@@ -15,7 +15,7 @@ use crate::cases::{
 use crate::store::{DecisionOutcome, StoreError};
 
 use super::CaseWorkflow;
-use super::authorise::{REFUSAL_TEXT, activity_key};
+use super::authorise::{Denied, REFUSAL_TEXT, activity_key};
 use super::sign_in::{NOT_THE_APPROVER_TEXT, TokenCheck};
 use crate::botframework::invoke::ActionResponse;
 use crate::botframework::invoke_request::{ExecuteAction, SignInProof};
@@ -27,6 +27,8 @@ pub enum CardIntent {
     Decide(Decision),
     /// Open a follow-up case revoking the sign-in sessions of a finished removal's users.
     RevokeFollowUp,
+    /// Teams asks for the viewer's own view of the card (Universal Actions `refresh`).
+    Refresh,
 }
 
 /// A button press on a case card.
@@ -49,6 +51,7 @@ impl CardAction {
             "approve" => CardIntent::Decide(Decision::Approve),
             "reject" => CardIntent::Decide(Decision::Reject),
             "revoke_sessions" => CardIntent::RevokeFollowUp,
+            "refresh" => CardIntent::Refresh,
             _ => return None,
         };
         let reason = data.get(cards::REASON_INPUT).and_then(Value::as_str).map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
@@ -62,6 +65,7 @@ impl CardAction {
             CardIntent::Decide(Decision::Approve) => "approve",
             CardIntent::Decide(Decision::Reject) => "reject",
             CardIntent::RevokeFollowUp => "revoke_sessions",
+            CardIntent::Refresh => "refresh",
         };
         (action.verb == expected).then_some(parsed)
     }
@@ -131,6 +135,9 @@ impl CaseWorkflow {
         path: ActionPath,
     ) -> Result<ActionReply, StoreError> {
         let activity = incoming.activity();
+        if action.intent == CardIntent::Refresh {
+            return self.refresh_view(incoming, &action.case_id).await;
+        }
         let actor = match self.authorise(activity) {
             Ok(actor) => actor,
             // The presser sees the refusal in the invoke's own response (no message is sent), or,
@@ -143,9 +150,11 @@ impl CaseWorkflow {
                 });
             }
         };
+        self.approvers.learn(&actor).await;
         let decision = match action.intent {
             CardIntent::Decide(decision) => decision,
             CardIntent::RevokeFollowUp => return self.revoke_follow_up(incoming, actor, &action.case_id).await,
+            CardIntent::Refresh => return self.refresh_view(incoming, &action.case_id).await,
         };
         // A decision needs a usable reason before anything else (no sign-in is asked for one
         // that would be sent back): the card comes back with the field marked.
@@ -210,6 +219,22 @@ impl CaseWorkflow {
         }
         let note = DecisionNote { reason, approver_upn };
         self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, note).await
+    }
+
+    /// The viewer's own view of a case's card (a `refresh` invoke): nothing is decided or
+    /// recorded. Outside the security channel or tenant the answer is the polite refusal; a
+    /// member of the channel who is not an admin gets the read-only status.
+    async fn refresh_view(&self, incoming: &VerifiedActivity, case_id: &CaseId) -> Result<ActionReply, StoreError> {
+        let viewer = match self.authorise(incoming.activity()) {
+            Ok(actor) => Some(actor),
+            Err(Denied::NotAdmin) => None,
+            Err(_) => return Ok(ActionReply::Message(REFUSAL_TEXT.into())),
+        };
+        if let Some(actor) = &viewer {
+            self.approvers.learn(actor).await;
+        }
+        let Some(case) = self.store.case(case_id).await? else { return Ok(ActionReply::Message("This case does not exist.".into())) };
+        Ok(ActionReply::Card(self.approvers.view_for(&case, viewer.as_ref(), incoming.service_url()).await))
     }
 
     pub(super) async fn apply_decision(

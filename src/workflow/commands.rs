@@ -249,7 +249,7 @@ impl CaseWorkflow {
         };
         tracing::info!(case.id = %case.id, kind = %case.kind, "case opened");
         let (Some(conversation), Some(activity_id)) = (activity.conversation.as_ref(), activity.id.as_deref()) else { return Ok(()) };
-        let reply = OutgoingActivity::reply_card(activity, cards::approval_card(&case, self.settings.require_reason));
+        let reply = OutgoingActivity::reply_card(activity, self.approvers.posted_card(&case, incoming.service_url()).await);
         match self.replies.reply_to_activity(incoming.service_url(), &conversation.id, activity_id, &reply).await {
             Ok(posted) => match posted.id {
                 Some(card_id) => {

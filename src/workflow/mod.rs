@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::alerts::ChannelEndpoint;
+use crate::approvers::ApproverViews;
 use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::connector::ThreadReplies;
 use crate::botframework::inbound::VerifiedActivity;
@@ -59,6 +60,7 @@ pub struct CaseWorkflow {
     updater: Arc<dyn CaseObserver>,
     tokens: Arc<dyn ApproverTokens>,
     directory: Arc<dyn Directory>,
+    approvers: Arc<ApproverViews>,
     endpoint: Arc<ChannelEndpoint>,
     settings: WorkflowSettings,
     metrics: Arc<Metrics>,
@@ -83,6 +85,8 @@ pub struct WorkflowServices {
     pub directory: Arc<dyn Directory>,
     /// The security channel's endpoint.
     pub endpoint: Arc<ChannelEndpoint>,
+    /// The card each viewer of a case sees.
+    pub approvers: Arc<ApproverViews>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -90,10 +94,10 @@ pub struct WorkflowServices {
 impl CaseWorkflow {
     /// A case workflow over the given services.
     pub fn new(services: WorkflowServices, settings: WorkflowSettings) -> Self {
-        let WorkflowServices { store, replies, runner, updater, tokens, directory, endpoint, metrics } = services;
+        let WorkflowServices { store, replies, runner, updater, tokens, directory, endpoint, approvers, metrics } = services;
         let refusals = RateLimiter::new(settings.refusals_per_minute);
         let quiet_senders = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
-        Self { store, replies, runner, updater, tokens, directory, endpoint, settings, metrics, refusals, quiet_senders }
+        Self { store, replies, runner, updater, tokens, directory, endpoint, approvers, settings, metrics, refusals, quiet_senders }
     }
 
     /// Replies with text in the activity's thread.

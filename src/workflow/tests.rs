@@ -42,6 +42,10 @@ impl ThreadReplies for RecordedReplies {
         self.0.lock().unwrap().push(activity.text.clone().unwrap_or_default());
         Ok(ResourceResponse { id: Some("card-1".into()) })
     }
+
+    async fn team_member_account(&self, _: &AllowedServiceUrl, _: &str, oid: &str) -> Result<Option<String>, ConnectorError> {
+        Ok(Some(format!("29:{oid}")))
+    }
 }
 
 /// Tokens that belong to someone else: the token service handed back another user's token.
@@ -133,6 +137,8 @@ async fn fixture(tokens: Arc<dyn ApproverTokens>, directory: Arc<dyn Directory>,
         Arc::clone(&metrics),
     ));
     let replies = Arc::new(RecordedReplies::default());
+    let policy = Policy { admins: Some(HashSet::from([ADMIN.to_owned(), SECOND.to_owned()])), require_second_approver: true };
+    let approvers = Arc::new(crate::approvers::ApproverViews::new(replies.clone(), policy.clone(), None, false));
     let services = WorkflowServices {
         store: store.clone(),
         replies: replies.clone(),
@@ -141,11 +147,12 @@ async fn fixture(tokens: Arc<dyn ApproverTokens>, directory: Arc<dyn Directory>,
         tokens,
         directory,
         endpoint: Arc::new(ChannelEndpoint::new(None, store.clone(), HostAllowlist::loopback_only())),
+        approvers,
         metrics,
     };
     let settings = WorkflowSettings {
         scope: Scope::default(),
-        policy: Policy { admins: Some(HashSet::from([ADMIN.to_owned(), SECOND.to_owned()])), require_second_approver: true },
+        policy,
         case_ttl: Duration::from_secs(3600),
         require_reason: false,
         app_id: None,

@@ -80,6 +80,26 @@ fn approval_cards_are_valid_with_and_without_evidence() {
 }
 
 #[test]
+fn user_specific_views_are_valid_and_cap_their_accounts_at_60() {
+    let case = sample(CaseState::Proposed, 1, true);
+    let accounts: Vec<String> = (0..75).map(|i| format!("29:account-{i}")).collect();
+    let waiting = cards::with_refresh(
+        cards::waiting_card(&case, Some("You asked for this case: another admin must approve it.")),
+        &case.id,
+        &accounts,
+    );
+    assert_valid("waiting card with refresh", &waiting);
+    assert_eq!(waiting["refresh"]["userIds"].as_array().unwrap().len(), 60);
+    assert!(waiting.get("actions").is_none(), "no buttons on the shared view");
+    let approver = cards::with_refresh(cards::approval_card(&case, true), &case.id, &accounts[..2]);
+    assert_valid("approver view with refresh", &approver);
+    assert_eq!(
+        approver["refresh"]["action"],
+        serde_json::json!({"type": "Action.Execute", "verb": "refresh", "data": {"chatwarden": 1, "caseId": case.id, "action": "refresh"}})
+    );
+}
+
+#[test]
 fn approval_cards_ask_for_a_reason_that_the_buttons_send() {
     let card = cards::approval_card(&sample(CaseState::Proposed, 1, true), true);
     let input = card["body"].as_array().unwrap().iter().find(|b| b["type"] == "Input.Text").expect("a reason field");

@@ -428,3 +428,107 @@ async fn the_reason_is_kept_and_shown_on_the_card_in_status_history_and_the_cli(
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(printed.contains(&format!("rejected  reason: {reason}")), "{printed}");
 }
+
+/// The Connector knows the second admin's Teams account.
+async fn mount_team_member(app: &TestApp, oid: &str, account: &str) {
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path(format!("/v3/conversations/{}/members/{oid}", encode("19:team@thread.tacv2"))))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": account, "aadObjectId": oid, "name": "Sam"})))
+        .mount(&app.connector)
+        .await;
+}
+
+fn refresh(url: &str, id: &str, oid: &str, case_id: &str) -> Value {
+    let mut activity = invoke_with_reason(url, id, oid, case_id, "refresh", None);
+    // Each viewer's own Teams account; the second admin's is the one the Connector knows.
+    let account = if oid == SECOND_ADMIN_OID { "sam-account".to_owned() } else { format!("viewer-{id}") };
+    from(&mut activity, oid, &account);
+    activity
+}
+
+fn has_buttons(card: &Value) -> bool {
+    card["actions"].as_array().is_some_and(|a| a.iter().any(|b| b["verb"] == "approve"))
+}
+
+#[tokio::test]
+async fn everyone_sees_the_status_and_only_an_eligible_approver_gets_the_buttons_on_refresh() {
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    mount_team_member(&app, SECOND_ADMIN_OID, "29:sam-account").await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+
+    // The posted card: status only, refreshed for the one admin who may decide (not the requester).
+    let posted = replies(&app).await.pop().unwrap();
+    let card = &posted["attachments"][0]["content"];
+    assert!(!has_buttons(card), "{card}");
+    assert!(card["body"].as_array().unwrap().iter().all(|b| b["type"] != "Input.Text"));
+    assert_eq!(card["refresh"]["userIds"], json!(["29:sam-account"]));
+    assert_eq!(card["refresh"]["action"]["verb"], "refresh");
+    assert_eq!(card["refresh"]["action"]["data"]["caseId"], case_id);
+    let members = app.connector.received_requests().await.unwrap().into_iter().filter(|r| r.method.as_str() == "GET").count();
+    assert_eq!(members, 1, "only the eligible approver is looked up");
+
+    let view = |id: &'static str, oid: &'static str| {
+        let (app, url, case_id) = (&app, url.clone(), case_id.clone());
+        async move {
+            let response = app.post_activity(Some(&valid_token(&url)), &refresh(&url, id, oid, &case_id)).await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let approver = view("r-1", SECOND_ADMIN_OID).await;
+    assert_eq!(approver["type"], "application/vnd.microsoft.card.adaptive", "{approver}");
+    assert!(has_buttons(&approver["value"]), "{approver}");
+    assert_eq!(approver["value"]["refresh"]["userIds"], json!(["29:sam-account"]), "the view keeps refreshing");
+
+    let requester = view("r-2", ADMIN_OID).await;
+    assert!(!has_buttons(&requester["value"]));
+    assert!(requester["value"].to_string().contains("another admin must approve it"), "{requester}");
+
+    let stranger = view("r-3", "99999999-aaaa-4bbb-8ccc-dddddddddddd").await;
+    assert!(!has_buttons(&stranger["value"]) && stranger["value"]["body"][0]["text"].as_str().unwrap().starts_with("Waiting"));
+
+    let mut foreign = refresh(&url, "r-4", SECOND_ADMIN_OID, &case_id);
+    foreign["conversation"]["tenantId"] = json!("00000000-0000-0000-0000-00000000beef");
+    foreign["channelData"]["tenant"]["id"] = json!("00000000-0000-0000-0000-00000000beef");
+    let response = app.post_activity(Some(&valid_token(&url)), &foreign).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "application/vnd.microsoft.activity.message", "{body}");
+    assert!(body["value"].as_str().unwrap().starts_with("Sorry, chatwarden only takes requests"));
+
+    // Refreshing decides nothing and records nothing; the server still checks a decision.
+    let store = Store::connect(&app.database_url).await.unwrap();
+    assert_eq!(store.case(&case_id).await.unwrap().unwrap().state, CaseState::Proposed);
+    assert_eq!(store.events(&case_id).await.unwrap().len(), 1, "only the request");
+    let own = app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-1", ADMIN_OID, &case_id, "approve")).await;
+    let own: Value = own.json().await.unwrap();
+    assert!(own["value"].as_str().unwrap().contains("another admin must approve it"), "{own}");
+    app.post_activity(Some(&valid_token(&url)), &invoke(&url, "inv-2", SECOND_ADMIN_OID, &case_id, "approve")).await;
+    wait_state(&store, &case_id, CaseState::Done).await;
+    let decided = view("r-5", "99999999-aaaa-4bbb-8ccc-dddddddddddd").await;
+    assert!(decided["value"]["body"][0]["text"].as_str().unwrap().starts_with("Done"), "a decided case shows its result: {decided}");
+}
+
+#[tokio::test]
+async fn the_card_stays_universal_when_no_approver_account_can_be_resolved_or_there_are_too_many() {
+    // The Connector's member look-up fails: nobody may be locked out.
+    let app = spawn_app().await;
+    mount_connector(&app).await;
+    Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).mount(&app.connector).await;
+    request_removal(&app, "cmd-1").await;
+    let card = replies(&app).await.pop().unwrap()["attachments"][0]["content"].clone();
+    assert!(has_buttons(&card) && card.get("refresh").is_none(), "{card}");
+
+    // 61 eligible admins: more than Teams' 60 userIds.
+    let many = spawn_app_with(Fakes::default(), |c| {
+        c.security.admins.extend((0..60).map(|i| format!("00000000-0000-4000-8000-{i:012}")));
+    })
+    .await;
+    mount_connector(&many).await;
+    mount_team_member(&many, SECOND_ADMIN_OID, "29:sam-account").await;
+    request_removal(&many, "cmd-1").await;
+    let card = replies(&many).await.pop().unwrap()["attachments"][0]["content"].clone();
+    assert!(has_buttons(&card) && card.get("refresh").is_none(), "{card}");
+    assert!(!many.connector.received_requests().await.unwrap().iter().any(|r| r.method.as_str() == "GET"), "no look-ups at all");
+}

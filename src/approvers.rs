@@ -1,0 +1,115 @@
+//! Who can act on a case's card, and what each viewer sees (Universal Actions user-specific
+//! views). A proposed case's card is posted as a read-only status for everyone, with a `refresh`
+//! naming the Teams accounts of the admins who may decide it; when one of them looks at it,
+//! Teams asks for their view (`refresh` invoke) and gets the buttons. The requester, when a
+//! second approver is required, and everyone else see the status only.
+//!
+//! The card stays universal (buttons for everyone; the server decides who may press them, as on
+//! every decision anyway) in local mode, without a security team, with more eligible admins than
+//! the 60 accounts Teams allows, or when no account could be resolved: nobody is ever locked out
+//! by a lookup that failed. Accounts are the admins' own (learned from their activities) or
+//! resolved from their Entra object ids through the Connector, and cached for an hour.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::botframework::connector::ThreadReplies;
+use crate::botframework::service_url::AllowedServiceUrl;
+use crate::cards;
+use crate::cases::{Actor, Case, CaseState, Policy};
+
+/// Most accounts a card's `refresh.userIds` may name (a Teams limit).
+pub(crate) const MAX_REFRESH_USERS: usize = 60;
+
+/// Builds the card each viewer of a case sees.
+pub struct ApproverViews {
+    members: Arc<dyn ThreadReplies>,
+    policy: Policy,
+    team_id: Option<String>,
+    require_reason: bool,
+    accounts: moka::future::Cache<String, Option<String>>,
+}
+
+impl ApproverViews {
+    /// Views for cases decided under `policy` in `team_id`, accounts looked up through `members`.
+    pub fn new(members: Arc<dyn ThreadReplies>, policy: Policy, team_id: Option<String>, require_reason: bool) -> Self {
+        let accounts = moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build();
+        Self { members, policy, team_id, require_reason, accounts }
+    }
+
+    /// Remembers the Teams account an admin's own activity came from.
+    pub async fn learn(&self, actor: &Actor) {
+        if actor.user_id.starts_with("29:") && self.policy.is_admin(&actor.oid) {
+            self.accounts.insert(actor.oid.to_ascii_lowercase(), Some(actor.user_id.clone())).await;
+        }
+    }
+
+    /// Whether `actor` may decide `case` (an admin, and not its requester under four-eyes).
+    fn may_decide(&self, case: &Case, actor: &Actor) -> bool {
+        self.policy.is_admin(&actor.oid) && !(self.policy.require_second_approver && case.requester.oid.eq_ignore_ascii_case(&actor.oid))
+    }
+
+    /// The Teams accounts of the admins who may decide `case`, or `None` when its card must stay
+    /// universal (see the module's documentation).
+    async fn refresh_accounts(&self, case: &Case, service_url: &AllowedServiceUrl) -> Option<Vec<String>> {
+        let (Some(admins), Some(team)) = (&self.policy.admins, &self.team_id) else { return None };
+        let eligible: Vec<&String> =
+            admins.iter().filter(|oid| !(self.policy.require_second_approver && case.requester.oid.eq_ignore_ascii_case(oid))).collect();
+        if eligible.is_empty() || eligible.len() > MAX_REFRESH_USERS {
+            return None;
+        }
+        let lookups = eligible.iter().map(|oid| async move {
+            let key = oid.to_ascii_lowercase();
+            if let Some(known) = self.accounts.get(&key).await {
+                return known;
+            }
+            match self.members.team_member_account(service_url, team, oid).await {
+                Ok(account) => {
+                    self.accounts.insert(key, account.clone()).await;
+                    account
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not look up an admin's Teams account; the card stays universal for now");
+                    None
+                }
+            }
+        });
+        let mut accounts: Vec<String> = futures_util::future::join_all(lookups).await.into_iter().flatten().collect();
+        accounts.sort();
+        accounts.dedup();
+        (!accounts.is_empty()).then_some(accounts)
+    }
+
+    /// The card posted for `case`: while it is proposed, the status for everyone with a refresh
+    /// for its approvers (or the universal approval card); once decided, its result.
+    pub async fn posted_card(&self, case: &Case, service_url: &AllowedServiceUrl) -> Value {
+        if case.state != CaseState::Proposed {
+            return cards::result_card(case);
+        }
+        match self.refresh_accounts(case, service_url).await {
+            Some(accounts) => cards::with_refresh(cards::waiting_card(case, None), &case.id, &accounts),
+            None => cards::approval_card(case, self.require_reason),
+        }
+    }
+
+    /// The card `viewer` sees when Teams refreshes `case`'s card for them (`None`: a member of
+    /// the channel who is not an admin). The server still checks every decision.
+    pub async fn view_for(&self, case: &Case, viewer: Option<&Actor>, service_url: &AllowedServiceUrl) -> Value {
+        if case.state != CaseState::Proposed {
+            return cards::result_card(case);
+        }
+        let Some(accounts) = self.refresh_accounts(case, service_url).await else {
+            return cards::approval_card(case, self.require_reason);
+        };
+        let card = match viewer {
+            Some(actor) if self.may_decide(case, actor) => cards::approval_card(case, self.require_reason),
+            Some(actor) if self.policy.is_admin(&actor.oid) => {
+                cards::waiting_card(case, Some("You asked for this case: another admin must approve it."))
+            }
+            _ => cards::waiting_card(case, None),
+        };
+        cards::with_refresh(card, &case.id, &accounts)
+    }
+}
