@@ -133,6 +133,7 @@ fn cards(c: &mut Criterion) {
         approver: None,
         decided_at: None,
         decision_reason: None,
+        escalated_at: None,
         card: None,
         created_at: 1_779_786_000_000,
         updated_at: 1_779_786_000_000,

@@ -29,7 +29,7 @@ pub struct ApproverViews {
     policy: Policy,
     team_id: Option<String>,
     require_reason: bool,
-    accounts: moka::future::Cache<String, Option<String>>,
+    accounts: moka::future::Cache<String, Option<(String, String)>>,
 }
 
 impl ApproverViews {
@@ -41,8 +41,9 @@ impl ApproverViews {
 
     /// Remembers the Teams account an admin's own activity came from.
     pub async fn learn(&self, actor: &Actor) {
-        if actor.user_id.starts_with("29:") && self.policy.is_admin(&actor.oid) {
-            self.accounts.insert(actor.oid.to_ascii_lowercase(), Some(actor.user_id.clone())).await;
+        let known = self.policy.is_admin(&actor.oid) || self.policy.is_escalation_admin(&actor.oid);
+        if actor.user_id.starts_with("29:") && known {
+            self.accounts.insert(actor.oid.to_ascii_lowercase(), Some((actor.user_id.clone(), actor.name.clone()))).await;
         }
     }
 
@@ -51,16 +52,10 @@ impl ApproverViews {
         self.policy.is_admin(&actor.oid) && !(self.policy.require_second_approver && case.requester.oid.eq_ignore_ascii_case(&actor.oid))
     }
 
-    /// The Teams accounts of the admins who may decide `case`, or `None` when its card must stay
-    /// universal (see the module's documentation).
-    async fn refresh_accounts(&self, case: &Case, service_url: &AllowedServiceUrl) -> Option<Vec<String>> {
-        let (Some(admins), Some(team)) = (&self.policy.admins, &self.team_id) else { return None };
-        let eligible: Vec<&String> =
-            admins.iter().filter(|oid| !(self.policy.require_second_approver && case.requester.oid.eq_ignore_ascii_case(oid))).collect();
-        if eligible.is_empty() || eligible.len() > MAX_REFRESH_USERS {
-            return None;
-        }
-        let lookups = eligible.iter().map(|oid| async move {
+    /// The Teams account and name of each of `oids` that can be found (cached, else looked up).
+    async fn accounts_of(&self, oids: &[&String], service_url: &AllowedServiceUrl) -> Vec<(String, String)> {
+        let Some(team) = &self.team_id else { return Vec::new() };
+        let lookups = oids.iter().map(|oid| async move {
             let key = oid.to_ascii_lowercase();
             if let Some(known) = self.accounts.get(&key).await {
                 return known;
@@ -71,15 +66,38 @@ impl ApproverViews {
                     account
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "could not look up an admin's Teams account; the card stays universal for now");
+                    tracing::warn!(error = %err, "could not look up an admin's Teams account");
                     None
                 }
             }
         });
-        let mut accounts: Vec<String> = futures_util::future::join_all(lookups).await.into_iter().flatten().collect();
+        let mut accounts: Vec<(String, String)> = futures_util::future::join_all(lookups).await.into_iter().flatten().collect();
         accounts.sort();
-        accounts.dedup();
+        accounts.dedup_by(|a, b| a.0 == b.0);
+        accounts
+    }
+
+    /// The Teams accounts (and names) of the admins who may decide `case`, or `None` when its
+    /// card must stay universal (see the module's documentation).
+    pub(crate) async fn approver_accounts(&self, case: &Case, service_url: &AllowedServiceUrl) -> Option<Vec<(String, String)>> {
+        let (Some(admins), Some(_)) = (&self.policy.admins, &self.team_id) else { return None };
+        let eligible: Vec<&String> =
+            admins.iter().filter(|oid| !(self.policy.require_second_approver && case.requester.oid.eq_ignore_ascii_case(oid))).collect();
+        if eligible.is_empty() || eligible.len() > MAX_REFRESH_USERS {
+            return None;
+        }
+        let accounts = self.accounts_of(&eligible, service_url).await;
         (!accounts.is_empty()).then_some(accounts)
+    }
+
+    /// The Teams accounts (and names) of the escalation admins that can be found.
+    pub(crate) async fn escalation_accounts(&self, service_url: &AllowedServiceUrl) -> Vec<(String, String)> {
+        let oids: Vec<&String> = self.policy.escalation_admins.iter().collect();
+        self.accounts_of(&oids, service_url).await
+    }
+
+    async fn refresh_accounts(&self, case: &Case, service_url: &AllowedServiceUrl) -> Option<Vec<String>> {
+        self.approver_accounts(case, service_url).await.map(|accounts| accounts.into_iter().map(|(id, _)| id).collect())
     }
 
     /// The card posted for `case`: while it is proposed, the status for everyone with a refresh

@@ -31,7 +31,7 @@ use crate::approvers::ApproverViews;
 use crate::audit::poller::{ManagementPoller, PollSettings};
 use crate::botframework::connector::ThreadReplies;
 use crate::config::{RetryPolicy, TokenMode};
-use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor};
+use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor, ReminderSettings, Reminders};
 use crate::graph::GraphClient;
 use crate::history::{ForwardSettings, Forwarder, HistoryRetention};
 use crate::http::{AlertIntake, AppState, build_app};
@@ -82,7 +82,11 @@ pub(crate) fn workflow_settings(config: &Config) -> WorkflowSettings {
             team_id: config.security.team_id.clone(),
             channel_id: config.security.channel_id.clone(),
         },
-        policy: Policy { admins, require_second_approver: config.require_second_approver },
+        policy: Policy {
+            admins,
+            require_second_approver: config.require_second_approver,
+            escalation_admins: config.escalation_admins.iter().map(|a| a.to_ascii_lowercase()).collect(),
+        },
         case_ttl: config.case_ttl,
         app_id: config.app.as_ref().map(|a| a.app_id.clone()),
         revoke_ceiling: config.revoke_ceiling,
@@ -221,6 +225,19 @@ impl Application {
             config.security.team_id.clone(),
             config.require_reason,
         ));
+        if let Some(before) = config.reminder_before {
+            let settings =
+                ReminderSettings { before, escalate: !config.escalation_admins.is_empty(), require_reason: config.require_reason };
+            let reminders = Reminders::new(
+                store.clone(),
+                Arc::clone(&connector),
+                allowlist.clone(),
+                Arc::clone(&approvers),
+                settings,
+                Arc::clone(&metrics),
+            );
+            background.push(Arc::new(reminders).spawn(config.execution.sweep_interval));
+        }
         let audit_ingest = Arc::new(
             AuditIngest::new(store.clone(), Arc::clone(&connector), Arc::clone(&endpoint), alert_settings, Arc::clone(&metrics))
                 .with_approvers(Arc::clone(&approvers)),

@@ -251,6 +251,9 @@ pub struct OutgoingActivity {
     /// The user replied to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipient: Option<ChannelAccount>,
+    /// Mentions (`<at>Name</at>` in the text, each with the account it names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<Value>,
 }
 
 /// A card attachment.
@@ -264,6 +267,21 @@ pub struct Attachment {
 }
 
 impl OutgoingActivity {
+    /// The same message mentioning each (Teams account, display name): `<at>name</at>` appended
+    /// to its text, and the mention entity Teams needs for each. Names are used as given: the
+    /// caller makes untrusted ones plain.
+    pub(crate) fn mentioning(mut self, people: &[(String, String)]) -> Self {
+        let mut text = self.text.take().unwrap_or_default();
+        for (account, name) in people {
+            let tag = format!("<at>{name}</at>");
+            text.push(' ');
+            text.push_str(&tag);
+            self.entities.push(serde_json::json!({"type": "mention", "text": tag, "mentioned": {"id": account, "name": name}}));
+        }
+        self.text = Some(text);
+        self
+    }
+
     /// A markdown text reply to `to`, addressed back to its sender in the same conversation.
     pub fn reply_text(to: &Activity, text: impl Into<String>) -> Self {
         Self {
@@ -276,6 +294,7 @@ impl OutgoingActivity {
             from: to.recipient.clone(),
             conversation: to.conversation.clone(),
             recipient: to.from.clone(),
+            entities: Vec::new(),
         }
     }
 
@@ -300,6 +319,7 @@ impl OutgoingActivity {
             from: None,
             conversation: Some(ConversationAccount { id: conversation_id.to_owned(), ..ConversationAccount::default() }),
             recipient: None,
+            entities: Vec::new(),
         }
     }
 
@@ -315,6 +335,7 @@ impl OutgoingActivity {
             from: None,
             conversation: None,
             recipient: None,
+            entities: Vec::new(),
         }
     }
 
@@ -330,6 +351,7 @@ impl OutgoingActivity {
             from: None,
             conversation: Some(ConversationAccount { id: conversation_id.to_owned(), ..ConversationAccount::default() }),
             recipient: None,
+            entities: Vec::new(),
         }
     }
 }

@@ -105,13 +105,14 @@ pub trait ThreadReplies: Send + Sync {
         activity: &OutgoingActivity,
     ) -> Result<ResourceResponse, ConnectorError>;
 
-    /// The Teams account id of a team member, by Entra object id; `None` when not a member.
+    /// The Teams account id and display name of a team member, by Entra object id; `None`
+    /// when not a member.
     async fn team_member_account(
         &self,
         service_url: &AllowedServiceUrl,
         team_id: &str,
         aad_object_id: &str,
-    ) -> Result<Option<String>, ConnectorError>;
+    ) -> Result<Option<(String, String)>, ConnectorError>;
 }
 
 #[async_trait::async_trait]
@@ -131,16 +132,18 @@ impl ThreadReplies for ConnectorClient {
         service_url: &AllowedServiceUrl,
         team_id: &str,
         aad_object_id: &str,
-    ) -> Result<Option<String>, ConnectorError> {
+    ) -> Result<Option<(String, String)>, ConnectorError> {
         ConnectorClient::team_member_account(self, service_url, team_id, aad_object_id).await
     }
 }
 
-/// A team member as the Connector describes them (only the account id is used).
+/// A team member as the Connector describes them (their account id and display name).
 #[derive(Debug, Default, Deserialize)]
 struct TeamMember {
     #[serde(default)]
     id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// Client for the Bot Connector REST API.
@@ -206,17 +209,18 @@ impl ConnectorClient {
         self.call("update", Method::PUT, url, Some(activity)).await
     }
 
-    /// The Teams account id (`29:...`) of the team member with Entra object id `aad_object_id`
-    /// (`GET /v3/conversations/{team}/members/{id}`); `None` when they are not a member.
+    /// The Teams account id (`29:...`) and display name of the team member with Entra object
+    /// id `aad_object_id` (`GET /v3/conversations/{team}/members/{id}`); `None` when they are
+    /// not a member.
     pub async fn team_member_account(
         &self,
         service_url: &AllowedServiceUrl,
         team_id: &str,
         aad_object_id: &str,
-    ) -> Result<Option<String>, ConnectorError> {
+    ) -> Result<Option<(String, String)>, ConnectorError> {
         let url = service_url.join(&["v3", "conversations", team_id, "members", aad_object_id]);
         match self.call::<(), TeamMember>("get_member", Method::GET, url, None).await {
-            Ok(member) => Ok(member.id.filter(|id| !id.is_empty())),
+            Ok(member) => Ok(member.id.filter(|id| !id.is_empty()).map(|id| (id, member.name.unwrap_or_default()))),
             Err(ConnectorError::Status { status: 404, .. }) => Ok(None),
             Err(err) => Err(err),
         }

@@ -234,6 +234,8 @@ pub struct Case {
     pub decided_at: Option<i64>,
     /// Why, in the decider's words.
     pub decision_reason: Option<String>,
+    /// When it was escalated to the escalation admins (Unix ms), who may then decide it too.
+    pub escalated_at: Option<i64>,
     /// Its card.
     pub card: Option<CardRef>,
     /// Created (Unix ms).

@@ -43,9 +43,22 @@ pub struct Policy {
     pub admins: Option<HashSet<String>>,
     /// The requester may not approve their own case.
     pub require_second_approver: bool,
+    /// Object ids (lower case) who may also decide a case once it was escalated to them.
+    pub escalation_admins: HashSet<String>,
 }
 
 impl Policy {
+    /// Whether this object id may decide `case`: an authorised admin, or an escalation admin
+    /// once the case was escalated.
+    pub(crate) fn may_decide(&self, case: &Case, oid: &str) -> bool {
+        self.is_admin(oid) || (case.escalated_at.is_some() && self.is_escalation_admin(oid))
+    }
+
+    /// Whether this object id is one of the escalation admins.
+    pub(crate) fn is_escalation_admin(&self, oid: &str) -> bool {
+        self.escalation_admins.contains(&oid.to_ascii_lowercase())
+    }
+
     /// Whether this object id is an authorised admin.
     pub(crate) fn is_admin(&self, oid: &str) -> bool {
         match &self.admins {
@@ -85,7 +98,7 @@ impl Refusal {
 
 /// Checks a decision against the rules; returns the state to move to.
 pub(crate) fn check_decision(case: &Case, actor: &Actor, decision: Decision, policy: &Policy, now_ms: i64) -> Result<CaseState, Refusal> {
-    if !policy.is_admin(&actor.oid) {
+    if !policy.may_decide(case, &actor.oid) {
         return Err(Refusal::NotAuthorised);
     }
     if case.state != CaseState::Proposed {
@@ -127,6 +140,7 @@ mod tests {
             approver: None,
             decided_at: None,
             decision_reason: None,
+            escalated_at: None,
             card: None,
             created_at: 0,
             updated_at: 0,
@@ -138,7 +152,11 @@ mod tests {
     }
 
     fn policy(second: bool) -> Policy {
-        Policy { admins: Some(["alice".to_owned(), "bob".to_owned()].into()), require_second_approver: second }
+        Policy {
+            admins: Some(["alice".to_owned(), "bob".to_owned()].into()),
+            require_second_approver: second,
+            escalation_admins: Default::default(),
+        }
     }
 
     #[test]

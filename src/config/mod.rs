@@ -23,6 +23,7 @@ pub use crate::graph::RemovalApiVersion;
 
 mod parse;
 mod redact;
+mod reminders;
 mod retention;
 mod settings;
 #[cfg(test)]
@@ -219,6 +220,10 @@ pub struct Config {
     pub retention: Option<Duration>,
     /// History retention, checkpoint signing and forwarding.
     pub history: HistorySettings,
+    /// How long before a proposed case expires its approvers are reminded; `None` = never.
+    pub reminder_before: Option<Duration>,
+    /// Entra object ids (lower case) a case is escalated to when it is reminded.
+    pub escalation_admins: Vec<String>,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.

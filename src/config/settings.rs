@@ -196,6 +196,20 @@ pub const SETTINGS: &[Setting] = &[
         false,
     ),
     setting(
+        "CHATWARDEN_REMINDER_MINUTES",
+        "reminder_minutes",
+        "minutes before a proposed case expires that its approvers are reminded in its thread (0 = no reminder)",
+        Some("120"),
+        false,
+    ),
+    setting(
+        "CHATWARDEN_ESCALATION_ADMINS",
+        "escalation_admins",
+        "Entra object ids a case is escalated to when it is reminded; they may then decide it too (none = no escalation)",
+        None,
+        false,
+    ),
+    setting(
         "CHATWARDEN_REQUIRE_REASON",
         "require_reason",
         "Approve and Reject need a written reason, kept in the history (true/false)",

@@ -127,6 +127,26 @@ fn history_retention_needs_its_secret_and_forwarding_needs_a_secret_and_a_safe_u
 }
 
 #[test]
+fn reminders_default_to_two_hours_before_expiry_and_escalation_needs_object_ids_and_a_reminder() {
+    let mut env = serve_env();
+    let config = load(Mode::Serve, None, &env).unwrap();
+    assert_eq!(config.reminder_before, Some(Duration::from_secs(7200)));
+    assert!(config.escalation_admins.is_empty());
+    env.insert("CHATWARDEN_ESCALATION_ADMINS", "E5CA1A7E-5555-4D4E-8F90-1A2B3C4D5E6F".into());
+    let config = load(Mode::Serve, None, &env).unwrap();
+    assert_eq!(config.escalation_admins, ["e5ca1a7e-5555-4d4e-8f90-1a2b3c4d5e6f"]);
+    env.insert("CHATWARDEN_REMINDER_MINUTES", "0".into());
+    assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_ESCALATION_ADMINS"]);
+    env.insert("CHATWARDEN_REMINDER_MINUTES", "1440".into());
+    assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_REMINDER_MINUTES"], "not shorter than the 24 h TTL");
+    env.insert("CHATWARDEN_REMINDER_MINUTES", "30".into());
+    env.insert("CHATWARDEN_ESCALATION_ADMINS", "group:6f1c2d3e-0000-4000-8000-000000000001".into());
+    assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_ESCALATION_ADMINS"]);
+    env.insert("CHATWARDEN_ESCALATION_ADMINS", "not-a-guid".into());
+    assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_ESCALATION_ADMINS"]);
+}
+
+#[test]
 fn environment_wins_over_the_file() {
     let mut env = serve_env();
     env.insert("CHATWARDEN_BIND", "127.0.0.1:4000".into());

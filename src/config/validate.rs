@@ -12,6 +12,7 @@ use super::parse::{
     RawSettings, check_url, is_guid, lower_case_list, parse_bool, parse_public_host, parse_url, require, require_guid, value_or_default,
 };
 use super::redact::effective_values;
+use super::reminders::reminders;
 use super::retention::{history_settings, retention};
 use super::{
     AppCredentials, Config, ConfigErrors, Endpoints, ExecutionPolicy, KeyRefreshPolicy, Mode, RetryPolicy, SecurityScope, TokenMode,
@@ -43,6 +44,7 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
     let removal_api_version = removal_api_version(&mut raw);
     let retention = retention(&mut raw);
     let history = history_settings(&mut raw);
+    let (reminder_before, escalation_admins) = reminders(&mut raw, case_ttl);
 
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
@@ -82,6 +84,8 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
         removal_api_version,
         retention,
         history,
+        reminder_before,
+        escalation_admins,
         detection,
         audit_poll,
         audit_lookback,
@@ -281,7 +285,6 @@ fn case_ttl(raw: &mut RawSettings) -> Option<Duration> {
     }
 }
 
-/// Four-eyes: on by default wherever who may act is guarded.
 /// A switch that is on by default wherever Teams can reach the bot (`guard.on`).
 fn guarded_switch(raw: &mut RawSettings, guard: Guard, name: &'static str) -> Option<bool> {
     match raw.get(name).map(|v| v.trim().to_ascii_lowercase()) {

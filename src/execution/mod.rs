@@ -11,10 +11,12 @@
 
 mod card_updater;
 mod graph_executor;
+mod reminders;
 mod runner;
 
 pub(crate) use card_updater::CardUpdater;
 pub use graph_executor::GraphExecutor;
 pub(crate) use graph_executor::explain;
+pub(crate) use reminders::{ReminderSettings, Reminders};
 pub use runner::{CaseExecutor, TargetResult};
 pub(crate) use runner::{CaseObserver, CaseRunner};

@@ -26,7 +26,7 @@ pub enum Created {
 }
 
 const CASE_COLUMNS: &str = "id, kind, state, source, tenant_id, requester_oid, requester_name, requester_user_id, reason, no_evidence, \
-     approver_oid, approver_name, approver_user_id, decided_at, decision_reason, service_url, conversation_id, card_activity_id, created_at, updated_at, \
+     approver_oid, approver_name, approver_user_id, decided_at, decision_reason, escalated_at, service_url, conversation_id, card_activity_id, created_at, updated_at, \
      expires_at, version";
 
 /// The error for a stored value the code does not know.
@@ -71,6 +71,7 @@ fn case_from_row(row: &AnyRow) -> Result<Case, StoreError> {
         approver,
         decided_at: row.try_get("decided_at")?,
         decision_reason: row.try_get("decision_reason")?,
+        escalated_at: row.try_get("escalated_at")?,
         card,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

@@ -12,6 +12,7 @@ mod history;
 mod leases;
 mod pairs;
 mod poll_state;
+mod reminders;
 mod retention;
 mod settings;
 mod sign_ins;

@@ -64,6 +64,17 @@ pub(super) fn channel_of(activity: &Activity) -> Option<&str> {
 impl CaseWorkflow {
     /// Checks tenant, team, channel and admin list; returns who is acting.
     pub(crate) fn authorise(&self, activity: &Activity) -> Result<Actor, Denied> {
+        self.authorise_where(activity, |policy, oid| policy.is_admin(oid))
+    }
+
+    /// Like [`CaseWorkflow::authorise`] for someone pressing a card's button: the escalation
+    /// admins pass too (whether they may decide a given case, once escalated, is the decision's
+    /// own rule).
+    pub(crate) fn authorise_decider(&self, activity: &Activity) -> Result<Actor, Denied> {
+        self.authorise_where(activity, |policy, oid| policy.is_admin(oid) || policy.is_escalation_admin(oid))
+    }
+
+    fn authorise_where(&self, activity: &Activity, admitted: impl Fn(&crate::cases::Policy, &str) -> bool) -> Result<Actor, Denied> {
         let from = activity.from.as_ref().ok_or(Denied::NoIdentity)?;
         let oid = from.aad_object_id.as_deref().filter(|o| !o.is_empty()).ok_or(Denied::NoIdentity)?;
         let scope = &self.settings.scope;
@@ -83,7 +94,7 @@ impl CaseWorkflow {
                 return Err(Denied::OutsideSecurityChannel);
             }
         }
-        if !self.settings.policy.is_admin(oid) {
+        if !admitted(&self.settings.policy, oid) {
             return Err(Denied::NotAdmin);
         }
         Ok(Actor { oid: oid.to_ascii_lowercase(), name: from.name.clone().unwrap_or_default(), user_id: from.id.clone() })

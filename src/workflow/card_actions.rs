@@ -138,7 +138,7 @@ impl CaseWorkflow {
         if action.intent == CardIntent::Refresh {
             return self.refresh_view(incoming, &action.case_id).await;
         }
-        let actor = match self.authorise(activity) {
+        let actor = match self.authorise_decider(activity) {
             Ok(actor) => actor,
             // The presser sees the refusal in the invoke's own response (no message is sent), or,
             // on the Submit path, nothing once they are over the refusal limit.
@@ -162,7 +162,7 @@ impl CaseWorkflow {
             Ok(reason) => reason,
             Err(problem) => {
                 if let Some(case) = self.store.case(&action.case_id).await? {
-                    if case.state == CaseState::Proposed && self.settings.policy.is_admin(&actor.oid) {
+                    if case.state == CaseState::Proposed && self.settings.policy.may_decide(&case, &actor.oid) {
                         return Ok(ActionReply::Card(cards::approval_card_marked(&case, self.settings.require_reason, Some(problem))));
                     }
                 }
@@ -174,7 +174,7 @@ impl CaseWorkflow {
             // Ask for a sign-in only when the approval can still apply.
             let case = self.store.case(&action.case_id).await?;
             if let Some(case) = &case {
-                if case.state != CaseState::Proposed || !self.settings.policy.is_admin(&actor.oid) {
+                if case.state != CaseState::Proposed || !self.settings.policy.may_decide(case, &actor.oid) {
                     let note = DecisionNote { reason, approver_upn: None };
                     return self.apply_decision(activity_key(activity).as_deref(), &actor, &action.case_id, decision, note).await;
                 }

@@ -102,7 +102,7 @@ impl CaseWorkflow {
         let activity = incoming.activity();
         let failure =
             |detail: &str| SignInReply { status: 412, body: invoke::token_exchange_failure(exchange_id, self.tokens.connection(), detail) };
-        let actor = match self.authorise(activity) {
+        let actor = match self.authorise_decider(activity) {
             Ok(actor) => actor,
             Err(denied) => {
                 self.refuse(activity, denied).await;

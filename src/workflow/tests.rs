@@ -43,8 +43,8 @@ impl ThreadReplies for RecordedReplies {
         Ok(ResourceResponse { id: Some("card-1".into()) })
     }
 
-    async fn team_member_account(&self, _: &AllowedServiceUrl, _: &str, oid: &str) -> Result<Option<String>, ConnectorError> {
-        Ok(Some(format!("29:{oid}")))
+    async fn team_member_account(&self, _: &AllowedServiceUrl, _: &str, oid: &str) -> Result<Option<(String, String)>, ConnectorError> {
+        Ok(Some((format!("29:{oid}"), oid.to_owned())))
     }
 }
 
@@ -137,7 +137,11 @@ async fn fixture(tokens: Arc<dyn ApproverTokens>, directory: Arc<dyn Directory>,
         Arc::clone(&metrics),
     ));
     let replies = Arc::new(RecordedReplies::default());
-    let policy = Policy { admins: Some(HashSet::from([ADMIN.to_owned(), SECOND.to_owned()])), require_second_approver: true };
+    let policy = Policy {
+        admins: Some(HashSet::from([ADMIN.to_owned(), SECOND.to_owned()])),
+        require_second_approver: true,
+        escalation_admins: Default::default(),
+    };
     let approvers = Arc::new(crate::approvers::ApproverViews::new(replies.clone(), policy.clone(), None, false));
     let services = WorkflowServices {
         store: store.clone(),

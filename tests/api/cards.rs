@@ -39,6 +39,7 @@ fn sample(state: CaseState, targets: usize, evidence: bool) -> Case {
         approver: (state != CaseState::Proposed).then(|| actor("Sam")),
         decided_at: Some(1_779_786_153_000),
         decision_reason: None,
+        escalated_at: None,
         card: None,
         created_at: 1_779_786_000_000,
         updated_at: 1_779_786_153_000,

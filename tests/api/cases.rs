@@ -532,3 +532,102 @@ async fn the_card_stays_universal_when_no_approver_account_can_be_resolved_or_th
     assert!(has_buttons(&card) && card.get("refresh").is_none(), "{card}");
     assert!(!many.connector.received_requests().await.unwrap().iter().any(|r| r.method.as_str() == "GET"), "no look-ups at all");
 }
+
+const ESCALATION_OID: &str = "e5ca1a7e-5555-4d4e-8f90-1a2b3c4d5e6f";
+
+/// Messages posted in a case's thread that carry `marker`.
+async fn thread_posts(app: &TestApp, marker: &str) -> Vec<Value> {
+    let mut posts = Vec::new();
+    for request in app.connector.received_requests().await.unwrap() {
+        if request.method.as_str() == "POST" && request.url.path().ends_with("/activities") {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            if body["text"].as_str().is_some_and(|t| t.contains(marker)) {
+                posts.push(body);
+            }
+        }
+    }
+    posts
+}
+
+async fn wait_for_reminders(app: &TestApp, kind: &'static str, count: u64) {
+    for _ in 0..300 {
+        if app.metrics.get("chatwarden_reminders_total", &[("kind", kind)]) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {kind} reminder within 6 s");
+}
+
+#[tokio::test]
+async fn an_undecided_case_is_reminded_once_mentioning_its_approvers_and_not_again_after_a_restart() {
+    let tweak = |c: &mut chatwarden::config::Config| {
+        c.case_ttl = Duration::from_secs(600);
+        c.reminder_before = Some(Duration::from_secs(900));
+    };
+    let app = spawn_app_with(Fakes::default(), tweak).await;
+    mount_connector(&app).await;
+    mount_team_member(&app, SECOND_ADMIN_OID, "29:sam-account").await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    wait_for_reminders(&app, "reminded", 1).await;
+    app.wait_for_a_full_sweep().await;
+    app.wait_for_a_full_sweep().await;
+    let posts = thread_posts(&app, "Reminder:").await;
+    assert_eq!(posts.len(), 1, "one reminder: {posts:?}");
+    let text = posts[0]["text"].as_str().unwrap();
+    assert!(text.starts_with(&format!("Reminder: case {case_id} (")) && text.ends_with("<at>Sam</at>"), "{text}");
+    assert_eq!(
+        posts[0]["entities"],
+        json!([{"type": "mention", "text": "<at>Sam</at>", "mentioned": {"id": "29:sam-account", "name": "Sam"}}])
+    );
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let events: Vec<String> = store.events(&case_id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(events, ["requested", "reminded"]);
+
+    // Another process on the same database (a restart, a second replica) does not remind again.
+    let again = spawn_app_with(Fakes { database_url: Some(app.database_url.clone()), ..Fakes::default() }, tweak).await;
+    mount_connector(&again).await;
+    again.wait_for_a_full_sweep().await;
+    again.wait_for_a_full_sweep().await;
+    assert_eq!(again.metrics.get("chatwarden_reminders_total", &[("kind", "reminded")]), 0);
+    assert!(thread_posts(&again, "Reminder:").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_escalated_case_can_be_decided_by_an_escalation_admin_and_not_before() {
+    let app = spawn_app_with(Fakes::default(), |c| {
+        c.case_ttl = Duration::from_secs(4);
+        c.reminder_before = Some(Duration::from_secs(2));
+        c.escalation_admins = vec![ESCALATION_OID.to_owned()];
+    })
+    .await;
+    mount_connector(&app).await;
+    mount_team_member(&app, ESCALATION_OID, "29:erin-account").await;
+    let case_id = request_removal(&app, "cmd-1").await;
+    let url = app.service_url();
+    let press = |id: &'static str| {
+        let mut activity = invoke(&url, id, ESCALATION_OID, &case_id, "approve");
+        from(&mut activity, ESCALATION_OID, "erin-account");
+        activity
+    };
+    // Before the escalation the escalation admin may not decide.
+    let early: Value = app.post_activity(Some(&valid_token(&url)), &press("inv-1")).await.json().await.unwrap();
+    assert!(early["value"].as_str().unwrap().starts_with("Sorry, chatwarden only takes requests"), "{early}");
+    let store = Store::connect(&app.database_url).await.unwrap();
+    assert_eq!(store.case(&case_id).await.unwrap().unwrap().state, CaseState::Proposed);
+
+    wait_for_reminders(&app, "escalated", 1).await;
+    let posts = thread_posts(&app, "Escalated:").await;
+    assert_eq!(posts.len(), 1);
+    assert!(posts[0]["entities"].as_array().unwrap().iter().any(|m| m["mentioned"]["id"] == "29:erin-account"), "{}", posts[0]);
+    assert_eq!(posts[0]["attachments"][0]["content"]["actions"][0]["verb"], "approve", "the approval card comes with it");
+
+    let decided: Value = app.post_activity(Some(&valid_token(&url)), &press("inv-2")).await.json().await.unwrap();
+    assert_eq!(decided["type"], "application/vnd.microsoft.card.adaptive", "{decided}");
+    wait_state(&store, &case_id, CaseState::Done).await;
+    let case = store.case(&case_id).await.unwrap().unwrap();
+    assert_eq!(case.approver.unwrap().oid, ESCALATION_OID);
+    let kinds: Vec<String> = store.events(&case_id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    // The early press was refused outside the case's history (as every non-admin's is).
+    assert!(kinds.starts_with(&["requested".into(), "escalated".into(), "approved".into()]), "{kinds:?}");
+}

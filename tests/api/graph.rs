@@ -408,6 +408,7 @@ fn bulk_case(n: usize) -> Case {
         approver: Some(approver()),
         decided_at: None,
         decision_reason: None,
+        escalated_at: None,
         card: None,
         created_at: 0,
         updated_at: 0,

@@ -180,7 +180,7 @@ pub async fn approved_removal(store: &chatwarden::store::Store, thread: &str, us
     };
     let chatwarden::store::Created::New(case) = store.create_case(&new, None, now_ms()).await.unwrap() else { panic!("case not created") };
     let approver = Actor { oid: SECOND_ADMIN_OID.into(), name: "Sam".into(), user_id: "29:sam".into() };
-    let policy = Policy { admins: None, require_second_approver: true };
+    let policy = Policy { admins: None, require_second_approver: true, escalation_admins: Default::default() };
     store.decide(&case.id, &approver, Decision::Approve, None, &policy, now_ms()).await.unwrap();
     *case
 }

@@ -17,7 +17,11 @@ fn actor(oid: &str) -> Actor {
 }
 
 fn policy() -> Policy {
-    Policy { admins: Some(HashSet::from(["alice".to_owned(), "bob".to_owned()])), require_second_approver: true }
+    Policy {
+        admins: Some(HashSet::from(["alice".to_owned(), "bob".to_owned()])),
+        require_second_approver: true,
+        escalation_admins: Default::default(),
+    }
 }
 
 fn new_case(user: &str) -> NewCase {

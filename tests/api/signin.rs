@@ -401,7 +401,7 @@ async fn done_bulk_removal(store: &Store, users: &[&str]) -> String {
     };
     let chatwarden::store::Created::New(case) = store.create_case(&new, None, now_ms()).await.unwrap() else { panic!("not created") };
     let approver = Actor { oid: SECOND_ADMIN_OID.into(), name: "Approver".into(), user_id: "29:approver".into() };
-    let policy = Policy { admins: None, require_second_approver: true };
+    let policy = Policy { admins: None, require_second_approver: true, escalation_admins: Default::default() };
     store.decide(&case.id, &approver, Decision::Approve, None, &policy, now_ms()).await.unwrap();
     store.claim_for_execution(&case.id, "test-runner", 60_000, now_ms()).await.unwrap().unwrap();
     for position in 0..users.len() as i64 {

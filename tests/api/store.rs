@@ -13,7 +13,11 @@ fn actor(oid: &str) -> Actor {
 }
 
 fn policy() -> Policy {
-    Policy { admins: Some(HashSet::from(["alice".to_owned(), "bob".to_owned(), "carol".to_owned()])), require_second_approver: true }
+    Policy {
+        admins: Some(HashSet::from(["alice".to_owned(), "bob".to_owned(), "carol".to_owned()])),
+        require_second_approver: true,
+        escalation_admins: Default::default(),
+    }
 }
 
 fn new_case(ttl_ms: i64) -> NewCase {
@@ -69,7 +73,33 @@ on_both!(
     an_alert_key_lives_only_while_its_case_is_open,
     retention_prunes_old_rows_in_batches_and_keeps_what_cases_need,
     every_state_change_the_store_makes_is_one_the_state_machine_allows,
+    a_case_is_reminded_once_and_only_while_it_waits_for_a_decision,
 );
+
+async fn a_case_is_reminded_once_and_only_while_it_waits_for_a_decision(store: Store) {
+    let now = now_ms();
+    let waiting = open(&store, "conv|1").await;
+    let due = |store: Store, before: i64, at: i64| async move {
+        store.reminders_due(before, at).await.unwrap().into_iter().map(|c| c.id).collect::<Vec<_>>()
+    };
+    assert!(due(store.clone(), 10_000, now).await.is_empty(), "60 s left: not due 10 s before expiry");
+    assert_eq!(due(store.clone(), 120_000, now).await, std::slice::from_ref(&waiting));
+    assert!(due(store.clone(), 120_000, now + 61_000).await.is_empty(), "an expired case is not reminded");
+    // Two sweeps (two replicas) race: one wins, and the case is no longer due.
+    let (first, second) =
+        tokio::join!(store.mark_reminded(&waiting, true, "reminded", now), store.mark_reminded(&waiting, true, "reminded", now));
+    assert_eq!([first.unwrap(), second.unwrap()].iter().filter(|won| **won).count(), 1);
+    assert!(due(store.clone(), 120_000, now).await.is_empty());
+    let case = store.case(&waiting).await.unwrap().unwrap();
+    assert_eq!(case.escalated_at, Some(now));
+    let kinds: Vec<String> = store.events(&waiting).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["requested", "escalated"]);
+    // A decided case is never reminded.
+    let decided = open(&store, "conv|2").await;
+    store.decide(&decided, &actor("bob"), Decision::Reject, None, &policy(), now).await.unwrap();
+    assert!(due(store.clone(), 120_000, now).await.is_empty());
+    assert!(!store.mark_reminded(&decided, false, "reminded", now).await.unwrap());
+}
 
 async fn a_case_is_opened_once_per_activity(store: Store) {
     let id = open(&store, "conv|1").await;
