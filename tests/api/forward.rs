@@ -59,16 +59,6 @@ fn keys_in_arrival_order(requests: &[Request]) -> Vec<String> {
     keys
 }
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn every_event_reaches_a_flaky_receiver_once_in_order_and_signed() {
     let receiver = MockServer::start().await;
@@ -114,34 +104,8 @@ fn start_forwarding(
     receiver: &MockServer,
     log: &std::path::Path,
 ) -> std::process::Child {
-    let log = std::fs::File::create(log).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_chatwarden"))
-        .arg("serve")
-        .env_clear()
-        .current_dir(std::env::temp_dir())
-        .envs([
-            ("CHATWARDEN_BIND", "127.0.0.1:0".to_owned()),
-            ("MICROSOFT_APP_ID", APP_ID.to_owned()),
-            ("MICROSOFT_APP_PASSWORD", APP_PASSWORD.to_owned()),
-            ("MICROSOFT_APP_TENANT_ID", TENANT_ID.to_owned()),
-            ("CHATWARDEN_OPENID_METADATA_URL", format!("{}{METADATA_PATH}", metadata.uri())),
-            ("CHATWARDEN_LOGIN_URL", login.uri()),
-            ("CHATWARDEN_TOKEN_SERVICE_URL", "http://127.0.0.1:9".to_owned()),
-            ("CHATWARDEN_GRAPH_URL", "http://127.0.0.1:9".to_owned()),
-            ("CHATWARDEN_SERVICE_URL_ALLOWLIST", "127.0.0.1".to_owned()),
-            ("CHATWARDEN_SECURITY_TEAM_ID", "19:team@thread.tacv2".to_owned()),
-            ("CHATWARDEN_SECURITY_CHANNEL_ID", "19:c0ffee@thread.tacv2".to_owned()),
-            ("CHATWARDEN_ADMINS", format!("{ADMIN_OID},{SECOND_ADMIN_OID}")),
-            ("CHATWARDEN_DATABASE_URL", database_url.to_owned()),
-            ("CHATWARDEN_FORWARD_URL", format!("{}/siem", receiver.uri())),
-            ("CHATWARDEN_FORWARD_SECRET", SECRET.to_owned()),
-            ("RUST_LOG", "info".to_owned()),
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    let extra = [("CHATWARDEN_FORWARD_URL", format!("{}/siem", receiver.uri())), ("CHATWARDEN_FORWARD_SECRET", SECRET.to_owned())];
+    serve_binary(database_url, metadata, login, &extra, log)
 }
 
 #[tokio::test]

@@ -481,3 +481,52 @@ impl TestApp {
             .await;
     }
 }
+
+/// Waits (up to 15 s) until `check` holds; panics naming `what` otherwise.
+pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The real `chatwarden serve` binary on `database_url`, registered with the fake OpenID
+/// `metadata` and Entra `login`, plus `extra` settings; its log goes to `log`.
+pub fn serve_binary(
+    database_url: &str,
+    metadata: &MockServer,
+    login: &MockServer,
+    extra: &[(&str, String)],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let log = std::fs::File::create(log).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_chatwarden"))
+        .arg("serve")
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        .envs([
+            ("CHATWARDEN_BIND", "127.0.0.1:0".to_owned()),
+            ("MICROSOFT_APP_ID", APP_ID.to_owned()),
+            ("MICROSOFT_APP_PASSWORD", APP_PASSWORD.to_owned()),
+            ("MICROSOFT_APP_TENANT_ID", TENANT_ID.to_owned()),
+            ("CHATWARDEN_OPENID_METADATA_URL", format!("{}{METADATA_PATH}", metadata.uri())),
+            ("CHATWARDEN_LOGIN_URL", login.uri()),
+            ("CHATWARDEN_TOKEN_SERVICE_URL", "http://127.0.0.1:9".to_owned()),
+            ("CHATWARDEN_GRAPH_URL", "http://127.0.0.1:9".to_owned()),
+            ("CHATWARDEN_SERVICE_URL_ALLOWLIST", "127.0.0.1".to_owned()),
+            ("CHATWARDEN_SECURITY_TEAM_ID", "19:team@thread.tacv2".to_owned()),
+            ("CHATWARDEN_SECURITY_CHANNEL_ID", "19:c0ffee@thread.tacv2".to_owned()),
+            ("CHATWARDEN_ADMINS", format!("{ADMIN_OID},{SECOND_ADMIN_OID}")),
+            ("CHATWARDEN_DATABASE_URL", database_url.to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ])
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}

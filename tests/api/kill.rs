@@ -1,7 +1,7 @@
 //! `kill -9` of the real `chatwarden` binary while a case is `executing`: after a restart the
 //! case completes exactly once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use chatwarden::cases::{CaseState, TargetStatus};
@@ -24,33 +24,12 @@ fn start_chatwarden(
     graph: &MockServer,
     log: &std::path::Path,
 ) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_chatwarden"))
-        .arg("serve")
-        .env_clear()
-        .current_dir(std::env::temp_dir())
-        .envs([
-            ("CHATWARDEN_BIND", "127.0.0.1:0".to_owned()),
-            ("MICROSOFT_APP_ID", APP_ID.to_owned()),
-            ("MICROSOFT_APP_PASSWORD", APP_PASSWORD.to_owned()),
-            ("MICROSOFT_APP_TENANT_ID", TENANT_ID.to_owned()),
-            ("CHATWARDEN_OPENID_METADATA_URL", format!("{}{METADATA_PATH}", metadata.uri())),
-            ("CHATWARDEN_LOGIN_URL", login.uri()),
-            ("CHATWARDEN_TOKEN_SERVICE_URL", tokens.uri()),
-            ("CHATWARDEN_GRAPH_URL", graph.uri()),
-            ("CHATWARDEN_SERVICE_URL_ALLOWLIST", "127.0.0.1".to_owned()),
-            ("CHATWARDEN_SECURITY_TEAM_ID", "19:team@thread.tacv2".to_owned()),
-            ("CHATWARDEN_SECURITY_CHANNEL_ID", "19:c0ffee@thread.tacv2".to_owned()),
-            ("CHATWARDEN_ADMINS", format!("{ADMIN_OID},{SECOND_ADMIN_OID}")),
-            ("CHATWARDEN_DATABASE_URL", database_url.to_owned()),
-            ("CHATWARDEN_EXECUTION_LEASE_SECONDS", LEASE_SECONDS.to_string()),
-            ("RUST_LOG", "info".to_owned()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    let extra = [
+        ("CHATWARDEN_TOKEN_SERVICE_URL", tokens.uri()),
+        ("CHATWARDEN_GRAPH_URL", graph.uri()),
+        ("CHATWARDEN_EXECUTION_LEASE_SECONDS", LEASE_SECONDS.to_string()),
+    ];
+    serve_binary(database_url, metadata, login, &extra, log)
 }
 
 /// Graph `removeAllAccessForUser` requests received so far.
@@ -61,16 +40,6 @@ async fn removals(graph: &MockServer) -> Vec<wiremock::Request> {
             .is_some_and(|chat| !chat.is_empty() && !chat.contains('/'))
     };
     graph.received_requests().await.unwrap_or_default().into_iter().filter(|r| is_removal(r.url.path())).collect()
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test]
@@ -99,7 +68,7 @@ async fn a_case_executing_when_the_process_is_killed_completes_exactly_once_afte
     let logs = std::env::temp_dir().join(format!("chatwarden-kill-{:016x}", fastrand::u64(..)));
     std::fs::create_dir_all(&logs).unwrap();
     let mut first = start_chatwarden(&database_url, &metadata, &login, &tokens, &graph, &logs.join("first.log"));
-    wait_for("the first process to call Graph", async || !removals(&graph).await.is_empty()).await;
+    wait_until("the first process to call Graph", async || !removals(&graph).await.is_empty()).await;
     let executing = store.case(&case.id).await.unwrap().unwrap();
     assert_eq!(executing.state, CaseState::Executing);
 
@@ -110,7 +79,7 @@ async fn a_case_executing_when_the_process_is_killed_completes_exactly_once_afte
 
     let mut second = start_chatwarden(&database_url, &metadata, &login, &tokens, &graph, &logs.join("second.log"));
     let finished = async || store.case(&case.id).await.unwrap().is_some_and(|c| c.state == CaseState::Done);
-    wait_for("the restarted process to finish the case", finished).await;
+    wait_until("the restarted process to finish the case", finished).await;
     // Two more leases: nothing runs it again.
     tokio::time::sleep(Duration::from_secs(2 * LEASE_SECONDS)).await;
     second.kill().unwrap();
