@@ -1,6 +1,7 @@
 //! Alerts: audit records in (pushed or polled), stored once, run through the detection rules;
-//! each finding opens one case per (chat, user) and posts its approval card into the security
-//! channel as a new thread.
+//! each finding, like each sighting of Graph's change notifications and Defender's alerts,
+//! opens one case per (chat, user) and posts its approval card into the security channel as a
+//! new thread. A later sighting of the same pair joins the open case's evidence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +106,38 @@ pub struct IngestReport {
     pub cases: Vec<String>,
 }
 
+/// One internal user seen in a suspicious chat by one source: what opens (or joins) the case
+/// of the pair. Audit records, Graph change notifications and Defender alerts all become these.
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    /// The evidence id: an audit record id, `graph-notification:<key>` or `defender-alert:<id>`.
+    pub evidence_id: String,
+    /// How the evidence is named in the history (`audit record X (MemberAdded)`, ...).
+    pub evidence_detail: String,
+    /// When the source saw it (Unix ms): a sighting from before the pair's last removal or
+    /// rejection tells of what was already decided.
+    pub observed_at: Option<i64>,
+    /// Our tenant.
+    pub tenant_id: String,
+    /// What was seen, by which source and when: the case's reason, shown on the card.
+    pub reason: String,
+    /// The chat, the internal user and the outside parties.
+    pub finding: Finding,
+}
+
+impl Sighting {
+    fn from_record(record: &AuditRecord, finding: Finding) -> Self {
+        Self {
+            evidence_id: record.id.clone(),
+            evidence_detail: format!("audit record {} ({})", record.id, record.operation.as_str()),
+            observed_at: record.created_at,
+            tenant_id: record.organization_id.clone(),
+            reason: finding_reason(record, &finding),
+            finding,
+        }
+    }
+}
+
 /// The requester of alert cases.
 pub(crate) fn detection_actor() -> Actor {
     Actor { oid: "chatwarden-detection".into(), name: "chatwarden detection".into(), user_id: String::new() }
@@ -123,7 +156,7 @@ pub struct AuditIngest {
 fn finding_reason(record: &AuditRecord, finding: &Finding) -> String {
     let when = record.created_at.map(cards::timestamp).unwrap_or_else(|| "an unknown time".into());
     let by = record.user_id.as_deref().unwrap_or("someone");
-    format!("{} at {when} by {by}: chat with {}", record.operation.as_str(), finding.external.describe())
+    format!("Audit log: {} at {when} by {by}: chat with {}", record.operation.as_str(), finding.external.describe())
 }
 
 impl AuditIngest {
@@ -167,7 +200,7 @@ impl AuditIngest {
             // Findings are evaluated even for known records: the (chat, user) key keeps cases
             // unique, and a crash between storing and opening cannot lose an alert.
             for finding in self.settings.rules.evaluate(record) {
-                if let Some(case) = self.open_alert_case(record, &finding).await? {
+                if let Some(case) = self.open_alert_case(&Sighting::from_record(record, finding)).await? {
                     report.cases.push(case.id.clone());
                     self.post_card(&case).await;
                 }
@@ -176,24 +209,43 @@ impl AuditIngest {
         Ok(report)
     }
 
-    /// Opens a case for a finding, unless the pair already has one open (the record joins its
-    /// evidence), the record is already evidence of a case about the pair, or the record is not
-    /// newer than the pair's last removal or rejection.
-    async fn open_alert_case(&self, record: &AuditRecord, finding: &Finding) -> Result<Option<Case>, StoreError> {
+    /// Opens (or joins) the case of each sighting and posts the card of each new one; the ids of
+    /// the cases opened.
+    pub async fn ingest_sightings(&self, sightings: Vec<Sighting>) -> Result<Vec<String>, StoreError> {
+        let mut opened = Vec::new();
+        for sighting in &sightings {
+            if let Some(case) = self.open_alert_case(sighting).await? {
+                opened.push(case.id.clone());
+                self.post_card(&case).await;
+            }
+        }
+        Ok(opened)
+    }
+
+    /// The detection rules.
+    pub(crate) fn rules(&self) -> &DetectionRules {
+        &self.settings.rules
+    }
+
+    /// Opens a case for a sighting, unless the pair already has one open (the evidence joins
+    /// it), the evidence already backs a case about the pair, or the sighting is not newer than
+    /// the pair's last removal or rejection.
+    async fn open_alert_case(&self, sighting: &Sighting) -> Result<Option<Case>, StoreError> {
+        let finding = &sighting.finding;
         let member = &finding.member;
         let user_ref = member.upn.clone().or_else(|| member.user_object_id.clone()).unwrap_or_default().to_ascii_lowercase();
         let user_oid = member.user_object_id.as_ref().map(|o| o.to_ascii_lowercase());
         let pair = Pair { chat: &finding.chat_thread_id, user_ref: &user_ref, user_oid: user_oid.as_deref() };
-        if self.store.is_pair_evidence(&pair, &record.id).await? {
+        if self.store.is_pair_evidence(&pair, &sighting.evidence_id).await? {
             self.metrics.inc("chatwarden_alert_cases_total", &[("result", "duplicate")]);
             return Ok(None);
         }
         if let Some(open) = self.store.open_alert_case(&pair).await? {
-            self.join_open_case(&open, record).await?;
+            self.join_open_case(&open, sighting).await?;
             return Ok(None);
         }
         let closed_at = self.store.pair_closed_at(&pair).await?;
-        if let (Some(closed_at), Some(created_at)) = (closed_at, record.created_at) {
+        if let (Some(closed_at), Some(created_at)) = (closed_at, sighting.observed_at) {
             if created_at <= closed_at {
                 // The record tells of what was already removed or rejected (the audit log lags).
                 self.metrics.inc("chatwarden_alert_cases_total", &[("result", "already_closed")]);
@@ -204,17 +256,17 @@ impl AuditIngest {
         let new_case = NewCase {
             kind: CaseKind::RemoveChat,
             source: CaseSource::Alert,
-            tenant_id: record.organization_id.clone(),
+            tenant_id: sighting.tenant_id.clone(),
             requester: detection_actor(),
-            reason: Some(finding_reason(record, finding)),
+            reason: Some(sighting.reason.clone()),
             targets: vec![NewTarget {
                 thread_id: Some(finding.chat_thread_id.clone()),
                 user_ref,
                 user_oid: user_oid.clone(),
-                user_tenant_id: record.organization_id.clone(),
+                user_tenant_id: sighting.tenant_id.clone(),
                 display_name: member.display_name.clone(),
             }],
-            evidence: vec![record.id.clone()],
+            evidence: vec![sighting.evidence_id.clone()],
             no_evidence: false,
             ttl_ms: self.settings.case_ttl.as_millis() as i64,
         };
@@ -226,7 +278,7 @@ impl AuditIngest {
             }
             Created::Duplicate(Some(open)) => {
                 // Another delivery (or replica) opened it a moment ago.
-                self.join_open_case(&open, record).await?;
+                self.join_open_case(&open, sighting).await?;
                 Ok(None)
             }
             Created::Duplicate(None) => {
@@ -236,9 +288,9 @@ impl AuditIngest {
         }
     }
 
-    async fn join_open_case(&self, case_id: &str, record: &AuditRecord) -> Result<(), StoreError> {
-        let detail = format!("audit record {} ({})", record.id, record.operation.as_str());
-        let result = if self.store.add_evidence(case_id, &record.id, &detail, now_ms()).await? { "evidence_added" } else { "duplicate" };
+    async fn join_open_case(&self, case_id: &str, sighting: &Sighting) -> Result<(), StoreError> {
+        let added = self.store.add_evidence(case_id, &sighting.evidence_id, &sighting.evidence_detail, now_ms()).await?;
+        let result = if added { "evidence_added" } else { "duplicate" };
         self.metrics.inc("chatwarden_alert_cases_total", &[("result", result)]);
         Ok(())
     }

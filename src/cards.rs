@@ -213,11 +213,11 @@ fn case_facts(case: &Case) -> Vec<(String, String)> {
     let evidence = if case.evidence.is_empty() {
         "none found: approving overrides the evidence check (recorded)".to_owned()
     } else {
-        let shown: Vec<String> = case.evidence.iter().take(5).map(|id| format!("audit record {}", plain(id))).collect();
+        let shown: Vec<String> = case.evidence.iter().take(5).map(|id| plain(&crate::cases::evidence_label(id))).collect();
         let more = if case.evidence.len() > 5 { format!(" and {} more", case.evidence.len() - 5) } else { String::new() };
         format!("{}{more}", shown.join(", "))
     };
-    rows.push(("Audit evidence".to_owned(), evidence));
+    rows.push(("Evidence".to_owned(), evidence));
     rows
 }
 

@@ -31,11 +31,16 @@ use crate::approvers::ApproverViews;
 use crate::audit::poller::{ManagementPoller, PollSettings};
 use crate::botframework::connector::ThreadReplies;
 use crate::config::{RetryPolicy, TokenMode};
+use crate::defender::DefenderPoller;
 use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor, ReminderSettings, Reminders};
 use crate::graph::GraphClient;
 use crate::history::{ForwardSettings, Forwarder, HistoryRetention};
-use crate::http::{AlertIntake, AppState, build_app};
+use crate::http::{AlertIntake, AppState, NotificationEndpoint, build_app};
 use crate::metrics::Metrics;
+use crate::notifications::{
+    NotificationIntake, NotificationProcessor, NotificationSettings, QUEUE_CAPACITY, SubscriptionManager, SubscriptionSettings,
+    ValidationTokens,
+};
 use crate::outbound::ClientSetupError;
 use crate::ratelimit::RateLimiter;
 use crate::standins::StandIns;
@@ -132,6 +137,69 @@ fn spawn_retention(store: Store, retention: Duration) -> tokio::task::JoinHandle
             tokio::time::sleep(RETENTION_EVERY).await;
         }
     })
+}
+
+/// The app-token scope of the configured Graph (`https://graph.microsoft.com/.default` in the
+/// public cloud, the national cloud's host elsewhere).
+pub(crate) fn graph_scope(graph: &Url) -> String {
+    format!("{}/.default", graph.origin().ascii_serialization())
+}
+
+/// The Microsoft identity platform's OpenID metadata, whose keys sign Graph's validation tokens.
+pub(crate) fn identity_metadata_url(login: &Url) -> Result<Url, ClientSetupError> {
+    let text = format!("{}/common/v2.0/.well-known/openid-configuration", login.as_str().trim_end_matches('/'));
+    Url::parse(&text).map_err(|_| ClientSetupError::Url(text))
+}
+
+/// How often the membership subscription is checked (renewal is due a day before expiry).
+const SUBSCRIPTION_CHECK_EVERY: Duration = Duration::from_secs(600);
+
+/// Starts change notifications: the identity platform's keys, the intake, the processor and
+/// the subscription manager. Returns the intake for the endpoint and the background tasks.
+#[allow(clippy::too_many_arguments)]
+fn start_notifications(
+    config: &Config,
+    settings: &NotificationSettings,
+    app: &crate::config::AppCredentials,
+    store: &Store,
+    graph: &Arc<GraphClient>,
+    graph_tokens: &AppTokenProvider,
+    ingest: &Arc<AuditIngest>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<NotificationIntake>, Vec<tokio::task::JoinHandle<()>>)> {
+    let mut tasks = Vec::new();
+    let keys = Arc::new(KeyStore::new(identity_metadata_url(&config.endpoints.login)?, config.key_refresh, Arc::clone(metrics))?);
+    tasks.push(keys.spawn_maintenance());
+    let tokens = Arc::new(ValidationTokens::new(&app.app_id, &app.tenant_id, keys));
+    let (queue, queued) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
+    let (lifecycle, lifecycle_events) = tokio::sync::mpsc::channel(1_000);
+    let intake = Arc::new(NotificationIntake::new(settings.client_state.clone(), tokens, queue, lifecycle, Arc::clone(metrics)));
+    let processor = Arc::new(NotificationProcessor::new(
+        store.clone(),
+        settings.certificates.clone(),
+        Arc::clone(graph),
+        graph_tokens.clone(),
+        Arc::clone(ingest),
+        app.tenant_id.clone(),
+        Arc::clone(metrics),
+    ));
+    tasks.push(Arc::clone(&processor).spawn(queued));
+    let subscription = SubscriptionSettings {
+        notification_url: settings.url.clone(),
+        model: settings.model.clone(),
+        client_state: settings.client_state.clone(),
+    };
+    let manager = SubscriptionManager::new(
+        Arc::clone(graph),
+        graph_tokens.clone(),
+        store.clone(),
+        settings.certificates.clone(),
+        subscription,
+        processor,
+        Arc::clone(metrics),
+    );
+    tasks.extend(Arc::new(manager).spawn(SUBSCRIPTION_CHECK_EVERY, lifecycle_events));
+    Ok((intake, tasks))
 }
 
 impl Application {
@@ -266,6 +334,36 @@ impl Application {
             )?);
             background.push(poller.spawn());
         }
+        let graph_tokens = match &config.app {
+            Some(app) => AppTokenProvider::client_credentials_for(
+                app,
+                &config.endpoints.login,
+                &graph_scope(&config.endpoints.graph),
+                config.retry,
+                Arc::clone(&metrics),
+            )?,
+            None => AppTokenProvider::anonymous(),
+        };
+        let notification_intake = match (&config.notifications, &config.app) {
+            (Some(settings), Some(app)) => {
+                let (intake, tasks) = start_notifications(&config, settings, app, &store, &graph, &graph_tokens, &audit_ingest, &metrics)?;
+                background.extend(tasks);
+                Some(intake)
+            }
+            _ => None,
+        };
+        if let (Some(interval), Some(app)) = (config.defender_poll, &config.app) {
+            let poller = DefenderPoller::new(
+                Arc::clone(&graph),
+                graph_tokens.clone(),
+                store.clone(),
+                Arc::clone(&audit_ingest),
+                app.tenant_id.clone(),
+                interval,
+                Arc::clone(&metrics),
+            );
+            background.push(Arc::new(poller).spawn());
+        }
         let services = WorkflowServices {
             store: store.clone(),
             replies: connector,
@@ -294,7 +392,12 @@ impl Application {
         } else {
             None
         };
-        let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store), alerts, standins };
+        let notifications = web::Data::new(NotificationEndpoint {
+            intake: notification_intake,
+            max_body_bytes: config.max_body_bytes,
+            metrics: Arc::clone(&metrics),
+        });
+        let state = AppState { gate, bot, metrics: Arc::clone(&metrics), store: web::Data::new(store), alerts, notifications, standins };
 
         let server = HttpServer::new(move || build_app(state.clone()))
             .listen(listener)

@@ -45,7 +45,8 @@ pub struct Finding {
 }
 
 impl DetectionRules {
-    fn domain_allowed(&self, domain: &str) -> bool {
+    /// Whether `domain` is an allow-listed partner domain or one of its subdomains.
+    pub(crate) fn domain_allowed(&self, domain: &str) -> bool {
         self.allowed_domains.iter().any(|allowed| domain == allowed || domain.ends_with(&format!(".{allowed}")))
     }
 

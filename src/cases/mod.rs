@@ -198,6 +198,22 @@ pub struct NewCase {
     pub ttl_ms: i64,
 }
 
+/// Prefix of evidence ids that name a Graph change notification.
+pub const GRAPH_NOTIFICATION_EVIDENCE: &str = "graph-notification:";
+/// Prefix of evidence ids that name a Defender XDR alert.
+pub const DEFENDER_ALERT_EVIDENCE: &str = "defender-alert:";
+
+/// How an evidence id is shown: its source, then its id.
+pub fn evidence_label(id: &str) -> String {
+    if let Some(key) = id.strip_prefix(GRAPH_NOTIFICATION_EVIDENCE) {
+        format!("Graph change notification {key}")
+    } else if let Some(alert) = id.strip_prefix(DEFENDER_ALERT_EVIDENCE) {
+        format!("Defender alert {alert}")
+    } else {
+        format!("audit record {id}")
+    }
+}
+
 /// Where a case's card lives, so it can be updated in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardRef {

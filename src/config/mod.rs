@@ -21,6 +21,7 @@ use crate::audit::detection::DetectionRules;
 use crate::botframework::service_url::HostAllowlist;
 pub use crate::graph::RemovalApiVersion;
 
+mod notifications;
 mod parse;
 mod redact;
 mod reminders;
@@ -206,6 +207,10 @@ pub struct Config {
     pub audit_poll: Option<Duration>,
     /// How far back the first audit poll looks.
     pub audit_lookback: Duration,
+    /// Graph change notifications for chat membership (`None`: off).
+    pub notifications: Option<crate::notifications::NotificationSettings>,
+    /// How often Defender XDR alerts are polled (`None`: off).
+    pub defender_poll: Option<Duration>,
     /// Most users one session-revocation case may cover.
     pub revoke_ceiling: usize,
     /// Commands one admin may send per minute (0 = no limit).

@@ -167,3 +167,21 @@ pub(super) fn parse_public_host(raw: &mut RawSettings) -> Option<String> {
     }
     Some(host)
 }
+
+/// A poll interval in minutes from `env` (0 = off, at most a day); polling needs the
+/// registration, for `token`.
+pub(super) fn poll_interval(raw: &mut RawSettings, env: &'static str, registered: bool, token: &str) -> Option<std::time::Duration> {
+    let text = value_or_default(raw, env).trim().to_owned();
+    let interval = match text.parse::<u64>() {
+        Ok(0) => None,
+        Ok(minutes) if minutes <= 24 * 60 => Some(std::time::Duration::from_secs(minutes * 60)),
+        _ => {
+            raw.problem(env, format!("`{text}` must be a number of minutes from 0 (off) to 1440"));
+            None
+        }
+    };
+    if interval.is_some() && !registered {
+        raw.problem(env, format!("polling needs the MICROSOFT_APP_* registration (for {token})"));
+    }
+    interval
+}

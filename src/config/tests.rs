@@ -302,3 +302,59 @@ fn partial_app_registration_in_dev_is_an_error() {
     let err = load(Mode::Dev, None, &env).unwrap_err();
     assert_eq!(named(&err), ["MICROSOFT_APP_PASSWORD", "MICROSOFT_APP_TENANT_ID"]);
 }
+
+#[test]
+fn change_notifications_need_a_safe_url_a_certificate_with_its_own_key_and_a_client_state() {
+    use crate::notifications::NotificationCertificate;
+    let dir = std::env::temp_dir().join(format!("chatwarden-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, cert_pem, key_pem) = NotificationCertificate::generate("config test").unwrap();
+    let (_, other_cert_pem, other_key_pem) = NotificationCertificate::generate("next").unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (cert_file, key_file, other_key_file) = (write("c.pem", &cert_pem), write("k.pem", &key_pem), write("o.pem", &other_key_pem));
+
+    let mut env = serve_env();
+    assert!(load(Mode::Serve, None, &env).unwrap().notifications.is_none(), "off by default");
+    env.insert("CHATWARDEN_NOTIFICATION_MODEL", "A".into());
+    assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_NOTIFICATION_MODEL"], "set without the URL");
+    env.insert("CHATWARDEN_NOTIFICATION_URL", "http://chatwarden.example.com/api/notifications".into());
+    assert_eq!(
+        named(&load(Mode::Serve, None, &env).unwrap_err()),
+        ["CHATWARDEN_NOTIFICATION_URL", "CHATWARDEN_NOTIFICATION_CERT", "CHATWARDEN_NOTIFICATION_CLIENT_STATE"]
+    );
+    env.insert("CHATWARDEN_NOTIFICATION_URL", "https://chatwarden.example.com/api/notifications".into());
+    env.insert("CHATWARDEN_NOTIFICATION_CERT", cert_file.clone());
+    env.insert("CHATWARDEN_NOTIFICATION_KEY", other_key_file);
+    env.insert("CHATWARDEN_NOTIFICATION_CLIENT_STATE", "short".into());
+    env.insert("CHATWARDEN_NOTIFICATION_MODEL", "c".into());
+    let err = load(Mode::Serve, None, &env).unwrap_err();
+    assert_eq!(named(&err), ["CHATWARDEN_NOTIFICATION_CERT", "CHATWARDEN_NOTIFICATION_CLIENT_STATE", "CHATWARDEN_NOTIFICATION_MODEL"]);
+    assert!(err.problems[0].problem.contains("does not belong"), "{:?}", err.problems[0]);
+
+    env.insert("CHATWARDEN_NOTIFICATION_KEY", key_file);
+    env.insert("CHATWARDEN_NOTIFICATION_CLIENT_STATE", "client-state-0123456789".into());
+    env.insert("CHATWARDEN_NOTIFICATION_MODEL", "b".into());
+    env.insert("CHATWARDEN_NOTIFICATION_NEXT_CERT", other_cert_pem);
+    let err = load(Mode::Serve, None, &env).unwrap_err();
+    assert_eq!(named(&err), ["CHATWARDEN_NOTIFICATION_NEXT_KEY"], "the next certificate needs its key");
+    env.insert("CHATWARDEN_NOTIFICATION_NEXT_KEY", other_key_pem.clone());
+    let config = load(Mode::Serve, None, &env).unwrap();
+    let notifications = config.notifications.as_ref().unwrap();
+    assert_eq!(notifications.model.as_deref(), Some("B"));
+    assert!(notifications.certificates.knows(cert.id()));
+    assert_ne!(notifications.certificates.newest().id(), cert.id(), "the next certificate is the newest");
+    let shown = config.redacted();
+    assert!(shown.contains(&cert_file), "the certificate's path is shown: {shown}");
+    assert!(!shown.contains("client-state-0123456789") && !shown.contains(other_key_pem.lines().nth(1).unwrap()), "{shown}");
+
+    let mut local = HashMap::new();
+    local.insert("CHATWARDEN_DEFENDER_POLL_MINUTES", "5".into());
+    assert_eq!(named(&load(Mode::Dev, None, &local).unwrap_err()), ["CHATWARDEN_DEFENDER_POLL_MINUTES"], "needs the registration");
+    env.insert("CHATWARDEN_DEFENDER_POLL_MINUTES", "5".into());
+    assert_eq!(load(Mode::Serve, None, &env).unwrap().defender_poll, Some(Duration::from_secs(300)));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -8,8 +8,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+use super::notifications::{defender_poll, notifications};
 use super::parse::{
-    RawSettings, check_url, is_guid, lower_case_list, parse_bool, parse_public_host, parse_url, require, require_guid, value_or_default,
+    RawSettings, check_url, is_guid, lower_case_list, parse_bool, parse_public_host, parse_url, poll_interval, require, require_guid,
+    value_or_default,
 };
 use super::redact::effective_values;
 use super::reminders::reminders;
@@ -45,6 +47,8 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
     let retention = retention(&mut raw);
     let history = history_settings(&mut raw);
     let (reminder_before, escalation_admins) = reminders(&mut raw, case_ttl);
+    let notifications = notifications(&mut raw, app.is_some());
+    let defender_poll = defender_poll(&mut raw, app.is_some());
 
     let problems = std::mem::take(&mut raw.problems);
     let invalid = || ConfigErrors { problems: problems.clone() };
@@ -89,6 +93,8 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
         detection,
         audit_poll,
         audit_lookback,
+        notifications,
+        defender_poll,
         case_ttl,
         require_second_approver,
         require_reason,
@@ -339,18 +345,7 @@ fn detection_rules(raw: &mut RawSettings) -> DetectionRules {
 
 /// The poll interval (`None` = off; polling needs the registration) and the first look-back.
 fn audit_polling(raw: &mut RawSettings, registered: bool) -> (Option<Duration>, Duration) {
-    let poll_text = value_or_default(raw, "CHATWARDEN_AUDIT_POLL_MINUTES").trim().to_owned();
-    let audit_poll = match poll_text.parse::<u64>() {
-        Ok(0) => None,
-        Ok(minutes) if minutes <= 24 * 60 => Some(Duration::from_secs(minutes * 60)),
-        _ => {
-            raw.problem("CHATWARDEN_AUDIT_POLL_MINUTES", format!("`{poll_text}` must be a number of minutes from 0 (off) to 1440"));
-            None
-        }
-    };
-    if audit_poll.is_some() && !registered {
-        raw.problem("CHATWARDEN_AUDIT_POLL_MINUTES", "polling needs the MICROSOFT_APP_* registration (for the Management API token)");
-    }
+    let audit_poll = poll_interval(raw, "CHATWARDEN_AUDIT_POLL_MINUTES", registered, "the Management API token");
     let lookback_text = value_or_default(raw, "CHATWARDEN_AUDIT_LOOKBACK_HOURS").trim().to_owned();
     let audit_lookback = match lookback_text.parse::<u64>() {
         Ok(hours) if (1..=168).contains(&hours) => Duration::from_secs(hours * 3600),

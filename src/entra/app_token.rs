@@ -78,9 +78,11 @@ pub(crate) fn use_until(now: Instant, expires_in: Duration) -> Instant {
     now + usable
 }
 
-/// Source of the bot's token: client credentials, or none at all in local mode.
+/// Source of the bot's token: client credentials, or none at all in local mode. Clones share
+/// one cache (and one fetch at a time).
+#[derive(Clone)]
 pub struct AppTokenProvider {
-    inner: Option<ClientCredentials>,
+    inner: Option<Arc<ClientCredentials>>,
 }
 
 struct ClientCredentials {
@@ -114,7 +116,7 @@ impl AppTokenProvider {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ClientSetupError> {
         Ok(Self {
-            inner: Some(ClientCredentials {
+            inner: Some(Arc::new(ClientCredentials {
                 http: crate::outbound::build_client(retry.request_timeout)?,
                 token_url: super::token_url(login, &app.tenant_id)?,
                 app_id: app.app_id.clone(),
@@ -123,7 +125,7 @@ impl AppTokenProvider {
                 retry,
                 cache: moka::future::Cache::builder().max_capacity(1).expire_after(UntilExpiry).build(),
                 metrics,
-            }),
+            })),
         })
     }
 

@@ -3,8 +3,6 @@
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use serde_json::Value;
-use url::Url;
 
 use super::{GraphClient, GraphFailure};
 use crate::botframework::service_url::encode_component;
@@ -67,35 +65,6 @@ impl GraphClient {
     ) -> Result<Option<Vec<GraphUser>>, GraphFailure> {
         let mut url = self.url("v1.0", &format!("/groups/{}/transitiveMembers/microsoft.graph.user", encode_component(group_id)))?;
         url.query_pairs_mut().append_pair("$select", "id,userPrincipalName,displayName").append_pair("$top", "999");
-        let mut users = Vec::new();
-        let mut next = Some(url);
-        while let Some(page) = next.take() {
-            let body = match self.send("list_group_users", token, || self.http.get(page.clone())).await {
-                Ok((_, Some(body))) => body,
-                Ok((_, None)) => return Err(GraphFailure::unreadable("empty group page")),
-                Err(GraphFailure { status: 404, .. }) if users.is_empty() => return Ok(None),
-                Err(failure) => return Err(failure),
-            };
-            let members: Vec<GraphUser> = body
-                .get("value")
-                .cloned()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .ok_or_else(|| GraphFailure::unreadable("invalid group page"))?;
-            users.extend(members);
-            if users.len() > max_users {
-                break;
-            }
-            next = match body.get("@odata.nextLink").and_then(Value::as_str) {
-                Some(link) => {
-                    let link = Url::parse(link).map_err(|_| GraphFailure::unreadable("invalid next link"))?;
-                    if link.origin() != self.base.origin() {
-                        return Err(GraphFailure::unreadable("next link outside Graph"));
-                    }
-                    Some(link)
-                }
-                None => None,
-            };
-        }
-        Ok(Some(users))
+        self.list_pages("list_group_users", token, url, max_users).await
     }
 }

@@ -1,8 +1,10 @@
 //! Microsoft Graph client (the only module that talks to Graph): `removeAllAccessForUser`,
-//! `revokeSignInSessions`, user lookup by UPN and JSON batching.
+//! `revokeSignInSessions`, user lookup by UPN and JSON batching with the approving admin's
+//! delegated token; change-notification subscriptions, chat members and Defender alerts with
+//! chatwarden's own app token (client credentials).
 //!
-//! Every call takes the approving admin's delegated token; the bot's own token is never sent
-//! here. 429, 503 and 504 are retried honouring `Retry-After` (bounded attempts, jittered
+//! Removals and revocations only ever take the approving admin's token; the bot's own token is
+//! never sent here. 429, 503 and 504 are retried honouring `Retry-After` (bounded attempts, jittered
 //! backoff otherwise); inside a `$batch`, only the throttled items are sent again.
 
 use std::sync::Arc;
@@ -19,10 +21,15 @@ use crate::config::RetryPolicy;
 use crate::metrics::Metrics;
 
 mod batch;
+mod chats;
 mod directory;
+mod security_alerts;
+mod subscriptions;
 
 pub use batch::{BatchItem, BatchOutcome};
 pub use directory::{Directory, GraphUser};
+pub use security_alerts::{AlertEvidence, SecurityAlert};
+pub use subscriptions::{NewSubscription, Subscription};
 
 /// Most requests Graph accepts in one `$batch`.
 pub(crate) const MAX_BATCH: usize = 20;
@@ -228,6 +235,49 @@ impl GraphClient {
     pub async fn revoke_sessions(&self, token: &SecretString, user: &str) -> Result<GraphAnswer, GraphFailure> {
         let url = self.url("v1.0", &revoke_path(user))?;
         self.send("revoke_sessions", token, || self.http.post(url.clone()).header("content-length", "0")).await.map(|(answer, _)| answer)
+    }
+
+    /// Every item of a paged list from `first` on, following `@odata.nextLink` (on the Graph
+    /// host only), until more than `max_items`; `None` when the first page is a 404.
+    async fn list_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        token: &SecretString,
+        first: Url,
+        max_items: usize,
+    ) -> Result<Option<Vec<T>>, GraphFailure> {
+        let mut items = Vec::new();
+        let mut next = Some(first);
+        let mut first_page = true;
+        while let Some(page) = next.take() {
+            let body = match self.send(operation, token, || self.http.get(page.clone())).await {
+                Ok((_, Some(body))) => body,
+                Ok((_, None)) => return Err(GraphFailure::unreadable("empty page")),
+                Err(GraphFailure { status: 404, .. }) if first_page => return Ok(None),
+                Err(failure) => return Err(failure),
+            };
+            first_page = false;
+            let page_items: Vec<T> = body
+                .get("value")
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| GraphFailure::unreadable("invalid page"))?;
+            items.extend(page_items);
+            if items.len() > max_items {
+                break;
+            }
+            next = match body.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(link) => {
+                    let link = Url::parse(link).map_err(|_| GraphFailure::unreadable("invalid next link"))?;
+                    if link.origin() != self.base.origin() {
+                        return Err(GraphFailure::unreadable("next link outside Graph"));
+                    }
+                    Some(link)
+                }
+                None => None,
+            };
+        }
+        Ok(Some(items))
     }
 
     /// The retry budget of this client.

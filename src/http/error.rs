@@ -10,6 +10,16 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::botframework::auth::AuthRejection;
+use crate::notifications::{IntakeError, TokenRejection};
+
+/// What a refused notification batch is told: the JSON problem, or nothing of which check failed.
+fn notification_message(error: &IntakeError) -> String {
+    match error {
+        IntakeError::BadJson(message) => message.clone(),
+        IntakeError::Busy | IntakeError::Token(TokenRejection::KeysUnavailable) => "not ready to take notifications; retry later".into(),
+        IntakeError::ClientState | IntakeError::Token(_) => "unauthorized".into(),
+    }
+}
 
 /// An error answered to an HTTP caller.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +42,9 @@ pub enum ApiError {
     /// The alert signature is missing or wrong.
     #[error("request rejected: {0}")]
     Signature(crate::audit::signature::SignatureError),
+    /// A change-notification batch was refused (which check failed is in metrics only).
+    #[error("{}", notification_message(.0))]
+    Notification(crate::notifications::IntakeError),
     /// An audit record in the body is not valid.
     #[error("{0}")]
     InvalidRecord(String),
@@ -66,6 +79,11 @@ impl ApiError {
                 _ => "unavailable",
             },
             ApiError::Signature(_) => "unauthorized",
+            ApiError::Notification(error) => match error {
+                IntakeError::BadJson(_) => "bad_json",
+                IntakeError::Busy | IntakeError::Token(TokenRejection::KeysUnavailable) => "unavailable",
+                IntakeError::ClientState | IntakeError::Token(_) => "unauthorized",
+            },
             ApiError::InvalidRecord(_) => "invalid_record",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::TooManyRequests(_) => "too_many_requests",
@@ -85,6 +103,11 @@ impl ResponseError for ApiError {
             ApiError::Auth(reason) => reason.status(),
             ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::InvalidRecord(_) => StatusCode::BAD_REQUEST,
+            ApiError::Notification(error) => match error {
+                IntakeError::BadJson(_) => StatusCode::BAD_REQUEST,
+                IntakeError::Busy | IntakeError::Token(TokenRejection::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+                IntakeError::ClientState | IntakeError::Token(_) => StatusCode::UNAUTHORIZED,
+            },
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -99,6 +122,7 @@ impl ResponseError for ApiError {
             ApiError::Auth(AuthRejection::KeysUnavailable) => "authentication keys are not available yet; retry later".to_owned(),
             ApiError::Auth(reason) if reason.status() == StatusCode::FORBIDDEN => "forbidden".to_owned(),
             ApiError::Auth(_) | ApiError::Signature(_) => "unauthorized".to_owned(),
+            ApiError::Notification(error) => notification_message(error),
             other => other.to_string(),
         };
         let mut response = HttpResponse::build(status);

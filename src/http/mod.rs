@@ -1,11 +1,12 @@
 //! The HTTP edge: the actix-web app, its routes, request ids and the one error table. Handlers
-//! live beside it: `messages` (Teams), `alerts` (signed audit pushes), `health` (health,
-//! readiness, metrics).
+//! live beside it: `messages` (Teams), `alerts` (signed audit pushes), `notifications` (Graph
+//! change notifications), `health` (health, readiness, metrics).
 
 mod alerts;
 mod error;
 mod health;
 mod messages;
+mod notifications;
 mod request_span;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::store::Store;
 
 pub(crate) use alerts::AlertIntake;
 pub use error::ApiError;
+pub(crate) use notifications::NotificationEndpoint;
 pub(crate) use request_span::RequestSpan;
 
 /// Shared state of the running service (cheap to clone: every field is shared).
@@ -39,6 +41,8 @@ pub(crate) struct AppState {
     pub store: web::Data<Store>,
     /// Signed alert intake.
     pub alerts: web::Data<AlertIntake>,
+    /// Graph change notifications.
+    pub notifications: web::Data<NotificationEndpoint>,
     /// Local mode's stand-ins for the cloud (`None` outside `chatwarden dev`).
     pub standins: Option<(web::Data<StandIns>, web::Data<Arc<AuditIngest>>)>,
 }
@@ -50,6 +54,7 @@ pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + 
     let metrics = web::Data::from(Arc::clone(&state.metrics));
     let store = state.store.clone();
     let alerts = state.alerts.clone();
+    let notifications = state.notifications.clone();
     let standins = state.standins.clone();
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(gate.clone())
@@ -57,6 +62,17 @@ pub(crate) fn configure(state: &AppState) -> impl Fn(&mut web::ServiceConfig) + 
             .app_data(metrics.clone())
             .app_data(store.clone())
             .app_data(alerts.clone())
+            .app_data(notifications.clone())
+            .service(
+                web::resource("/api/notifications")
+                    .route(web::post().to(notifications::notifications))
+                    .default_service(web::to(|| async { not_allowed("POST") })),
+            )
+            .service(
+                web::resource("/api/notifications/lifecycle")
+                    .route(web::post().to(notifications::lifecycle))
+                    .default_service(web::to(|| async { not_allowed("POST") })),
+            )
             .service(
                 web::resource("/api/alerts")
                     .route(web::post().to(alerts::alerts_endpoint))

@@ -320,6 +320,21 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The chats of audit records created since `since` (Unix ms), most recent first, at most
+    /// `limit`: what a reconciliation after missed change notifications reads again.
+    pub async fn recent_audit_chats(&self, since: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT chat_thread_id FROM audit_records WHERE chat_thread_id IS NOT NULL AND created_at >= $1 \
+             GROUP BY chat_thread_id ORDER BY MAX(created_at) DESC LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -403,18 +403,23 @@ async fn alert_app() -> TestApp {
         c.alert_secret = Some(secrecy::SecretString::from(SECRET.to_owned()));
     })
     .await;
-    mount_connector(&app).await;
+    open_security_channel(&app).await;
+    app
+}
+
+/// The Connector takes cards and new threads, and the bot has learned the security channel's
+/// service URL from its traffic (any activity from the channel teaches it).
+pub async fn open_security_channel(app: &TestApp) {
+    mount_connector(app).await;
     Mock::given(method("POST"))
         .and(path("/v3/conversations"))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "19:c0ffee@thread.tacv2;messageid=777", "activityId": "777"})))
         .mount(&app.connector)
         .await;
-    // Any traffic from the security channel teaches the bot its service URL.
     let url = app.service_url();
     let mut hello = message(&url, "/history");
     hello["id"] = json!("hello-1");
     app.post_activity(Some(&valid_token(&url)), &hello).await;
-    app
 }
 
 async fn push(app: &TestApp, body: &[u8], signature: Option<String>) -> reqwest::Response {
@@ -644,29 +649,9 @@ struct Poll {
 }
 
 async fn poll_setup(database_url: &str) -> Poll {
-    use chatwarden::alerts::{AlertSettings, AuditIngest, ChannelEndpoint};
-    use chatwarden::botframework::connector::ConnectorClient;
-    use chatwarden::botframework::service_url::HostAllowlist;
-    use chatwarden::entra::app_token::AppTokenProvider;
-    use std::sync::Arc;
     let store = Store::connect(database_url).await.unwrap();
-    let metrics = Arc::new(chatwarden::metrics::Metrics::default());
-    let retry = chatwarden::config::RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(50),
-        request_timeout: Duration::from_secs(2),
-    };
-    let connector = Arc::new(ConnectorClient::new(Arc::new(AppTokenProvider::anonymous()), retry, metrics.clone()).unwrap());
-    let endpoint = Arc::new(ChannelEndpoint::new(None, store.clone(), HostAllowlist::loopback_only()));
-    let settings = AlertSettings {
-        tenant_id: Some(TENANT_ID.into()),
-        channel_id: None,
-        case_ttl: Duration::from_secs(3600),
-        rules: DetectionRules::default(),
-        require_reason: true,
-    };
-    let ingest = Arc::new(AuditIngest::new(store.clone(), connector, endpoint, settings, metrics));
+    let metrics = std::sync::Arc::new(chatwarden::metrics::Metrics::default());
+    let ingest = offline_ingest(&store, &metrics, true);
     let management = wiremock::MockServer::start().await;
     let login = wiremock::MockServer::start().await;
     mount_login(&login).await;

@@ -530,3 +530,30 @@ pub fn serve_binary(
         .spawn()
         .unwrap()
 }
+
+/// Alert ingestion on `store` for our tenant with the default rules, posting nowhere (no
+/// security channel is known): for sources driven directly by a test.
+pub fn offline_ingest(
+    store: &chatwarden::store::Store,
+    metrics: &Arc<chatwarden::metrics::Metrics>,
+    require_reason: bool,
+) -> Arc<chatwarden::alerts::AuditIngest> {
+    use chatwarden::alerts::{AlertSettings, AuditIngest, ChannelEndpoint};
+    let retry = chatwarden::config::RetryPolicy {
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let tokens = Arc::new(chatwarden::entra::app_token::AppTokenProvider::anonymous());
+    let connector = Arc::new(chatwarden::botframework::connector::ConnectorClient::new(tokens, retry, Arc::clone(metrics)).unwrap());
+    let endpoint =
+        Arc::new(ChannelEndpoint::new(None, store.clone(), chatwarden::botframework::service_url::HostAllowlist::loopback_only()));
+    let settings = AlertSettings {
+        tenant_id: Some(TENANT_ID.into()),
+        channel_id: None,
+        case_ttl: Duration::from_secs(3600),
+        rules: chatwarden::audit::detection::DetectionRules::default(),
+        require_reason,
+    };
+    Arc::new(AuditIngest::new(store.clone(), connector, endpoint, settings, Arc::clone(metrics)))
+}

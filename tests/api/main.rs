@@ -13,6 +13,7 @@ mod helpers;
 mod history;
 mod hostile;
 mod kill;
+mod notifications;
 mod revoke;
 mod server;
 mod signin;
