@@ -76,7 +76,7 @@ impl NotificationProcessor {
         self.metrics.inc("chatwarden_notifications_total", &[("result", result)]);
     }
 
-    /// Processes notifications from `queue` until it closes, [`CONCURRENCY`] at a time.
+    /// Processes notifications from `queue` until it closes, 16 at a time.
     pub fn spawn(self: Arc<Self>, mut queue: mpsc::Receiver<Accepted>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(CONCURRENCY));
