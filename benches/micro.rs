@@ -159,5 +159,15 @@ fn cards(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, token_validation, parsing, cards);
+fn notifications(c: &mut Criterion) {
+    use chatwarden::notifications::{CertificateSet, NotificationCertificate, decrypt, encrypt};
+    let (cert, _, _) = NotificationCertificate::generate("bench").unwrap();
+    let content = encrypt(cert.der(), cert.id(), br#"{"userId":"u","tenantId":"t","displayName":"Mallory"}"#).unwrap();
+    let set = CertificateSet::new(cert, None);
+    c.bench_function("notification: dataSignature + RSA-OAEP + AES-CBC decrypt (RSA 2048)", |b| {
+        b.iter(|| decrypt(&set, std::hint::black_box(&content)).unwrap())
+    });
+}
+
+criterion_group!(benches, token_validation, parsing, cards, notifications);
 criterion_main!(benches);

@@ -5,8 +5,9 @@
 //!
 //! The path of one notification: `/api/notifications` checks `clientState` and the validation
 //! tokens and queues it ([`NotificationIntake`]), Graph gets its 202, and
-//! [`NotificationProcessor`] claims it once, checks `dataSignature`, decrypts the member, reads
-//! the chat's members with the app token and hands the findings to the case rules.
+//! [`NotificationProcessor`] checks `dataSignature`, decrypts the member, reads the chat's
+//! members with the app token and hands what the rules flag to the case rules, which keep one
+//! open case per pair across replicas.
 
 mod certificate;
 mod crypto;

@@ -1,6 +1,6 @@
-//! What a queued membership notification becomes: claimed once across replicas, decrypted (the
-//! signature first), read as the member who joined, completed with the chat's members (app
-//! token) and turned into sightings for the same case rules as audit records.
+//! What a queued membership notification becomes: decrypted (the signature first), read as the
+//! member who joined, completed with the chat's members (app token), evaluated by the same rules
+//! as audit records and turned into sightings, which open or join one case per pair.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,8 +38,6 @@ pub struct NotificationProcessor {
 /// What became of one notification (each a metric label).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Processed {
-    /// Another delivery (or replica) took it.
-    Duplicate,
     /// Not a new member.
     Ignored,
     /// Refused, with the reason's label.
@@ -95,7 +93,6 @@ impl NotificationProcessor {
     pub async fn process(&self, accepted: Accepted) -> Processed {
         let outcome = self.evaluate(&accepted).await;
         match &outcome {
-            Processed::Duplicate => self.count("duplicate"),
             Processed::Ignored => self.count("ignored"),
             Processed::Rejected(label) => self.count(label),
             Processed::Evaluated(cases) => {
@@ -123,19 +120,14 @@ impl NotificationProcessor {
             }
         };
         let Ok(added) = serde_json::from_slice::<ChatMember>(&plain) else { return Processed::Rejected("bad_resource") };
-        match self.store.claim_key(&format!("notification|{}", accepted.key), now_ms()).await {
-            Ok(true) => {}
-            Ok(false) => return Processed::Duplicate,
-            Err(err) => {
-                tracing::error!(error = %err, "could not record a change notification");
-                return Processed::Rejected("store_error");
-            }
-        }
         let members = match self.members(chat).await {
             Some(members) => members,
             None => return Processed::Rejected("members_unreadable"),
         };
         let found = findings(chat, &added, &members, &self.tenant_id, self.ingest.rules());
+        // No claim of its own: the case rules keep one open case per pair across replicas (its
+        // key is taken in the case's own transaction) and a delivery's evidence id once, so a
+        // delivery that reached two replicas opens one case.
         let evidence_id = format!("{GRAPH_NOTIFICATION_EVIDENCE}{}", &accepted.key[..16]);
         let sightings =
             found.into_iter().map(|finding| self.sighting(&evidence_id, accepted.received_at, &added, finding)).collect::<Vec<_>>();
