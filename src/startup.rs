@@ -43,7 +43,7 @@ use crate::notifications::{
 };
 use crate::outbound::ClientSetupError;
 use crate::ratelimit::RateLimiter;
-use crate::standins::StandIns;
+use crate::standins::{LOCAL_APP_ID, LocalNotifier, PLAYGROUND_TENANT, StandIns};
 use crate::store::Store;
 use crate::tokens::{DelegatedTokens, TokenSource};
 
@@ -154,23 +154,30 @@ pub(crate) fn identity_metadata_url(login: &Url) -> Result<Url, ClientSetupError
 /// How often the membership subscription is checked (renewal is due a day before expiry).
 const SUBSCRIPTION_CHECK_EVERY: Duration = Duration::from_secs(600);
 
-/// Starts change notifications: the identity platform's keys, the intake, the processor and
-/// the subscription manager. Returns the intake for the endpoint and the background tasks.
-#[allow(clippy::too_many_arguments)]
+/// What change notifications share with the rest of the service.
+struct NotificationServices<'a> {
+    store: &'a Store,
+    graph: &'a Arc<GraphClient>,
+    tokens: &'a AppTokenProvider,
+    ingest: &'a Arc<AuditIngest>,
+    metrics: &'a Arc<Metrics>,
+}
+
+/// Starts change notifications for `app_id` in `tenant_id`: the identity platform's keys, the
+/// intake, the processor and the subscription manager. Returns the intake for the endpoint and
+/// the background tasks.
 fn start_notifications(
     config: &Config,
     settings: &NotificationSettings,
-    app: &crate::config::AppCredentials,
-    store: &Store,
-    graph: &Arc<GraphClient>,
-    graph_tokens: &AppTokenProvider,
-    ingest: &Arc<AuditIngest>,
-    metrics: &Arc<Metrics>,
+    app_id: &str,
+    tenant_id: &str,
+    services: NotificationServices<'_>,
 ) -> anyhow::Result<(Arc<NotificationIntake>, Vec<tokio::task::JoinHandle<()>>)> {
+    let NotificationServices { store, graph, tokens: graph_tokens, ingest, metrics } = services;
     let mut tasks = Vec::new();
     let keys = Arc::new(KeyStore::new(identity_metadata_url(&config.endpoints.login)?, config.key_refresh, Arc::clone(metrics))?);
     tasks.push(keys.spawn_maintenance());
-    let tokens = Arc::new(ValidationTokens::new(&app.app_id, &app.tenant_id, keys));
+    let tokens = Arc::new(ValidationTokens::new(app_id, tenant_id, keys));
     let (queue, queued) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
     let (lifecycle, lifecycle_events) = tokio::sync::mpsc::channel(1_000);
     let intake = Arc::new(NotificationIntake::new(settings.client_state.clone(), tokens, queue, lifecycle, Arc::clone(metrics)));
@@ -180,7 +187,7 @@ fn start_notifications(
         Arc::clone(graph),
         graph_tokens.clone(),
         Arc::clone(ingest),
-        app.tenant_id.clone(),
+        tenant_id.to_owned(),
         Arc::clone(metrics),
     ));
     tasks.push(Arc::clone(&processor).spawn(queued));
@@ -214,14 +221,21 @@ impl Application {
         let listener = TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let port = listener.local_addr().context("listener has no local address")?.port();
         let local = config.mode == Mode::Dev && config.app.is_none();
+        let mut local_notifier = None;
         if local {
             let base = format!("http://127.0.0.1:{port}/_local");
             config.endpoints.token_service = Url::parse(&format!("{base}/token")).context("stand-in token service URL")?;
             config.endpoints.graph = Url::parse(&format!("{base}/graph")).context("stand-in Graph URL")?;
+            let (notifier, notifications) = LocalNotifier::generate(port).context("local change notifications")?;
+            config.endpoints.login = notifier.login_url()?;
+            config.notifications = Some(notifications);
+            local_notifier = Some(Arc::new(notifier));
             tracing::warn!(
                 stand_in = "all",
-                "LOCAL STAND-INS: the token service (every admin signed in) and Graph (records removals) are answered by chatwarden \
-                 itself under {base}; the audit index is seeded with example records. Nothing reaches Microsoft's cloud."
+                "LOCAL STAND-INS: the token service (every admin signed in), Graph (records removals, subscriptions and chat members) \
+                 and the identity platform's keys are answered by chatwarden itself under {base}; the audit index is seeded with \
+                 example records; POST {base}/notifications/member-added delivers an encrypted change notification. Nothing reaches \
+                 Microsoft's cloud."
             );
         }
         let metrics = Arc::new(Metrics::default());
@@ -344,9 +358,16 @@ impl Application {
             )?,
             None => AppTokenProvider::anonymous(),
         };
-        let notification_intake = match (&config.notifications, &config.app) {
-            (Some(settings), Some(app)) => {
-                let (intake, tasks) = start_notifications(&config, settings, app, &store, &graph, &graph_tokens, &audit_ingest, &metrics)?;
+        // Local mode's notifications are issued for the playground's tenant and a local app id.
+        let identity = match &config.app {
+            Some(app) => Some((app.app_id.clone(), app.tenant_id.clone())),
+            None => local_notifier.as_ref().map(|_| (LOCAL_APP_ID.to_owned(), PLAYGROUND_TENANT.to_owned())),
+        };
+        let notification_intake = match (&config.notifications, identity) {
+            (Some(settings), Some((app_id, tenant_id))) => {
+                let services =
+                    NotificationServices { store: &store, graph: &graph, tokens: &graph_tokens, ingest: &audit_ingest, metrics: &metrics };
+                let (intake, tasks) = start_notifications(&config, settings, &app_id, &tenant_id, services)?;
                 background.extend(tasks);
                 Some(intake)
             }
@@ -388,7 +409,11 @@ impl Application {
         });
         let standins = if local {
             crate::standins::seed_audit_index(&store).await;
-            Some((web::Data::new(StandIns::default()), web::Data::new(Arc::clone(&alerts.ingest))))
+            let standins = match local_notifier {
+                Some(notifier) => StandIns::with_notifier(notifier),
+                None => StandIns::default(),
+            };
+            Some((web::Data::new(standins), web::Data::new(Arc::clone(&alerts.ingest))))
         } else {
             None
         };

@@ -157,3 +157,32 @@ async fn metrics_report_cases_by_state() {
     assert!(text.contains("# TYPE chatwarden_cases gauge\nchatwarden_cases{state=\"proposed\"} 1\n"), "{text}");
     assert!(text.contains("chatwarden_activities_total{type=\"message\",result=\"ok\"} 1"), "{text}");
 }
+
+#[tokio::test]
+async fn local_mode_delivers_realistic_encrypted_notifications_through_the_whole_path() {
+    let app = launch(dev_config(), MockServer::start().await, MockServer::start().await, MockServer::start().await).await;
+    let calls = || async {
+        let calls: Value = app.get("/_local/graph/calls").await.json().await.unwrap();
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{} {}", c["method"].as_str().unwrap(), c["path"].as_str().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    // The subscription is made at start, against the stand-in Graph.
+    wait_until("the subscription", async || calls().await.iter().any(|c| c == "POST /v1.0/subscriptions")).await;
+    let response = app.client.post(format!("{}/_local/notifications/member-added", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let delivered: Value = response.json().await.unwrap();
+    assert_eq!(delivered["status"], 202, "{delivered}");
+    assert_eq!(delivered["answer"]["queued"], 1);
+    let store = chatwarden::store::Store::connect(&app.database_url).await.unwrap();
+    wait_until("the case", async || !store.history(1).await.unwrap().is_empty()).await;
+    let case = store.history(1).await.unwrap().remove(0);
+    assert!(case.reason.as_deref().unwrap().starts_with("Graph change notification at "), "{:?}", case.reason);
+    assert_eq!(case.targets[0].user_ref, "alexw@example.com");
+    let case = store.case(&case.id).await.unwrap().unwrap();
+    assert!(case.evidence[0].starts_with("graph-notification:"));
+    assert!(calls().await.iter().any(|c| c.starts_with("GET /v1.0/chats/") && c.ends_with("/members")));
+}

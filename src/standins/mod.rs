@@ -6,7 +6,10 @@
 //! - **Graph**: `removeAllAccessForUser`, `revokeSignInSessions`, user lookup and `$batch` answer
 //!   like Graph and record what they were asked (`GET /_local/graph/calls`);
 //! - **audit source**: a few realistic external-chat records seeded into the audit index, and
-//!   `POST /_local/audit/replay` to push them through detection as alerts.
+//!   `POST /_local/audit/replay` to push them through detection as alerts;
+//! - **Graph change notifications** (`notifications`): the subscription calls, the chat's
+//!   members, the identity platform's keys, and `POST /_local/notifications/member-added`, which
+//!   delivers an encrypted member-added notification to `/api/notifications`.
 //!
 //! Every stand-in answer is logged with `stand_in = ...` so nobody mistakes it for the real thing.
 
@@ -19,6 +22,10 @@ use crate::alerts::AuditIngest;
 use crate::audit::record::AuditRecord;
 use crate::cases::now_ms;
 use crate::store::Store;
+
+mod notifications;
+
+pub(crate) use notifications::{LOCAL_APP_ID, LocalNotifier};
 
 /// Tenant id Microsoft's local Teams client (the Agents Playground) uses.
 pub(crate) const PLAYGROUND_TENANT: &str = "00000000-0000-0000-0000-0000000000001";
@@ -48,9 +55,15 @@ pub(crate) struct GraphCall {
 #[derive(Default)]
 pub(crate) struct StandIns {
     graph_calls: Mutex<Vec<GraphCall>>,
+    notifier: Option<Arc<LocalNotifier>>,
 }
 
 impl StandIns {
+    /// Stand-ins that also deliver local change notifications through `notifier`.
+    pub(crate) fn with_notifier(notifier: Arc<LocalNotifier>) -> Self {
+        Self { graph_calls: Mutex::default(), notifier: Some(notifier) }
+    }
+
     fn record(&self, call: GraphCall) {
         tracing::info!(stand_in = "graph", method = %call.method, path = %call.path, status = call.status, "STAND-IN Graph answered (nothing left this machine)");
         self.graph_calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
@@ -144,6 +157,24 @@ fn graph_answer(state: &StandIns, method: &str, path: &str, body: Option<Value>)
             let upn = percent_encoding::percent_decode_str(upn).decode_utf8_lossy().split('?').next().unwrap_or_default().to_owned();
             (200, json!({"id": stand_in_oid(&upn), "userPrincipalName": upn, "displayName": upn.split('@').next().unwrap_or_default()}))
         }
+        ("POST", ["v1.0", "subscriptions"]) => {
+            let expiration = body.as_ref().and_then(|b| b.get("expirationDateTime")).cloned().unwrap_or(Value::Null);
+            (
+                201,
+                json!({"id": "local-subscription", "resource": body.as_ref().and_then(|b| b.get("resource")), "expirationDateTime": expiration}),
+            )
+        }
+        ("PATCH", ["v1.0", "subscriptions", id]) => (200, json!({"id": id})),
+        ("POST", ["v1.0", "subscriptions", _, "reauthorize"]) | ("DELETE", ["v1.0", "subscriptions", _]) => (204, Value::Null),
+        ("GET", ["v1.0", "chats", _, "members"]) => (
+            200,
+            json!({"value": [
+                {"@odata.type": "#microsoft.graph.aadUserConversationMember", "userId": PLAYGROUND_USER_OID, "tenantId": PLAYGROUND_TENANT,
+                 "displayName": "Alex Wilber", "email": PLAYGROUND_USER_UPN, "roles": ["owner"]},
+                notifications::stand_in_outsider(),
+            ]}),
+        ),
+        ("GET", ["v1.0", "security", "alerts_v2"]) => (200, json!({"value": []})),
         _ => (404, json!({"error": {"code": "NotFound", "message": "the Graph stand-in does not implement this call"}})),
     };
     state.record(GraphCall { method: method.to_owned(), path: path.to_owned(), body, status });
@@ -202,8 +233,12 @@ async fn replay_audit(ingest: web::Data<Arc<AuditIngest>>) -> HttpResponse {
 
 /// Registers the stand-in routes under `/_local/` (local mode only).
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, state: web::Data<StandIns>, alerts: web::Data<Arc<AuditIngest>>) {
+    let mut scope = web::scope("/_local");
+    if let Some(notifier) = &state.notifier {
+        scope = notifications::configure(scope, web::Data::new(Arc::clone(notifier)));
+    }
     cfg.service(
-        web::scope("/_local")
+        scope
             .app_data(state)
             .app_data(alerts)
             .route("/token/api/usertoken/GetToken", web::get().to(token))
