@@ -1,6 +1,7 @@
 // Drives Microsoft's local Teams client (the Agents Playground) against `chatwarden dev`:
 // an admin asks for a removal in a team channel, approves the card, and the stand-in Graph must
-// have received exactly one removeAllAccessForUser for that user and chat.
+// have received exactly one removeAllAccessForUser for that user and chat; then a Graph change
+// notification of the outsider back in that chat must bring a new approval card.
 // Usage: BOT=http://127.0.0.1:PORT PG=http://127.0.0.1:PORT node drive.mjs
 import WebSocket from 'ws';
 
@@ -97,6 +98,14 @@ await call('POST', `${PG}/_conversation/v1/invoke`, {
 await new Promise((r) => setTimeout(r, 500));
 const after = (await call('GET', `${BOT}/_local/graph/calls`)).filter((c) => c.path.endsWith('/removeAllAccessForUser'));
 check('a second press calls Graph no more', after.length === 1, JSON.stringify(after));
+
+// 5. Graph's change notification (played by local mode: encrypted, signed, through
+// /api/notifications) of the outsider back in the same chat: the removed pair alerts again, as a
+// new approval card in the channel that names its source.
+const delivered = await call('POST', `${BOT}/_local/notifications/member-added`);
+check('the notification is accepted', delivered.status === 202 && delivered.answer.queued === 1, JSON.stringify(delivered));
+const alert = await nextFrame((f) => f.action === 'createMessage' && JSON.stringify(f.message.attachments || []).includes('Graph change notification at'));
+check('a new approval card names the change notification', !!alert && JSON.stringify(alert.message.attachments).includes('Approve'), JSON.stringify(alert));
 
 ws.close();
 console.log(`e2e: ${passed} passed, ${failed} failed`);
