@@ -90,9 +90,11 @@ impl ApproverViews {
         (!accounts.is_empty()).then_some(accounts)
     }
 
-    /// The Teams accounts (and names) of the escalation admins that can be found.
+    /// The Teams accounts (and names) of the escalation admins that can be found, at most
+    /// [`MAX_REFRESH_USERS`] of them (a large group is escalated to, not mentioned whole).
     pub(crate) async fn escalation_accounts(&self, service_url: &AllowedServiceUrl) -> Vec<(String, String)> {
-        let oids: Vec<&String> = self.policy.escalation_admins.iter().collect();
+        let all = self.policy.escalation_admins.snapshot();
+        let oids: Vec<&String> = all.iter().take(MAX_REFRESH_USERS).collect();
         self.accounts_of(&oids, service_url).await
     }
 

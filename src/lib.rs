@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod defender;
 pub mod entra;
+pub mod escalation;
 pub mod execution;
 pub mod graph;
 pub mod history;

@@ -30,8 +30,10 @@ use crate::alerts::{AlertSettings, AuditIngest, ChannelEndpoint};
 use crate::approvers::ApproverViews;
 use crate::audit::poller::{ManagementPoller, PollSettings};
 use crate::botframework::connector::ThreadReplies;
+use crate::cases::EscalationAdmins;
 use crate::config::{RetryPolicy, TokenMode};
 use crate::defender::DefenderPoller;
+use crate::escalation::EscalationGroups;
 use crate::execution::{CardUpdater, CaseExecutor, CaseRunner, GraphExecutor, ReminderSettings, Reminders};
 use crate::graph::GraphClient;
 use crate::history::{ForwardSettings, Forwarder, HistoryRetention};
@@ -90,7 +92,7 @@ pub(crate) fn workflow_settings(config: &Config) -> WorkflowSettings {
         policy: Policy {
             admins,
             require_second_approver: config.require_second_approver,
-            escalation_admins: config.escalation_admins.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            escalation_admins: EscalationAdmins::of(config.escalation_admins.iter().cloned()),
         },
         case_ttl: config.case_ttl,
         app_id: config.app.as_ref().map(|a| a.app_id.clone()),
@@ -308,8 +310,11 @@ impl Application {
             config.require_reason,
         ));
         if let Some(before) = config.reminder_before {
-            let settings =
-                ReminderSettings { before, escalate: !config.escalation_admins.is_empty(), require_reason: config.require_reason };
+            let settings = ReminderSettings {
+                before,
+                escalate: !config.escalation_admins.is_empty() || !config.escalation_groups.is_empty(),
+                require_reason: config.require_reason,
+            };
             let reminders = Reminders::new(
                 store.clone(),
                 Arc::clone(&connector),
@@ -373,6 +378,17 @@ impl Application {
             }
             _ => None,
         };
+        if !config.escalation_groups.is_empty() {
+            let groups = EscalationGroups::new(
+                Arc::clone(&graph),
+                graph_tokens.clone(),
+                config.escalation_admins.clone(),
+                config.escalation_groups.clone(),
+                settings.policy.escalation_admins.clone(),
+                Arc::clone(&metrics),
+            );
+            background.push(Arc::new(groups).spawn());
+        }
         if let (Some(interval), Some(app)) = (config.defender_poll, &config.app) {
             let poller = DefenderPoller::new(
                 Arc::clone(&graph),

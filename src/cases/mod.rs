@@ -336,7 +336,7 @@ mod rules;
 
 pub use id::CaseId;
 pub(crate) use id::new_case_id;
-pub use rules::{Decision, DecisionNote, MAX_DECISION_REASON, Policy, Refusal};
+pub use rules::{Decision, DecisionNote, EscalationAdmins, MAX_DECISION_REASON, Policy, Refusal};
 pub(crate) use rules::{check_decision, final_state};
 
 /// Current time in Unix milliseconds.

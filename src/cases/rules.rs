@@ -36,6 +36,37 @@ pub struct DecisionNote {
     pub approver_upn: Option<String>,
 }
 
+/// The escalation admins: the configured object ids plus the members of the configured groups,
+/// resolved through Graph and refreshed while the service runs. Clones share one set.
+#[derive(Debug, Clone, Default)]
+pub struct EscalationAdmins(std::sync::Arc<std::sync::RwLock<HashSet<String>>>);
+
+impl EscalationAdmins {
+    /// A set of these object ids (any case).
+    pub fn of(oids: impl IntoIterator<Item = String>) -> Self {
+        let set = oids.into_iter().map(|o| o.to_ascii_lowercase()).collect();
+        Self(std::sync::Arc::new(std::sync::RwLock::new(set)))
+    }
+
+    /// Whether `oid` (any case) is one of them.
+    pub fn contains(&self, oid: &str) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(&oid.to_ascii_lowercase())
+    }
+
+    /// Every object id, sorted.
+    pub fn snapshot(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.0.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        all.sort();
+        all
+    }
+
+    /// Replaces the set (for everyone holding a clone).
+    pub fn replace(&self, oids: impl IntoIterator<Item = String>) {
+        let set = oids.into_iter().map(|o| o.to_ascii_lowercase()).collect();
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = set;
+    }
+}
+
 /// Who may request and decide.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -43,8 +74,8 @@ pub struct Policy {
     pub admins: Option<HashSet<String>>,
     /// The requester may not approve their own case.
     pub require_second_approver: bool,
-    /// Object ids (lower case) who may also decide a case once it was escalated to them.
-    pub escalation_admins: HashSet<String>,
+    /// Object ids who may also decide a case once it was escalated to them.
+    pub escalation_admins: EscalationAdmins,
 }
 
 impl Policy {
@@ -56,7 +87,7 @@ impl Policy {
 
     /// Whether this object id is one of the escalation admins.
     pub(crate) fn is_escalation_admin(&self, oid: &str) -> bool {
-        self.escalation_admins.contains(&oid.to_ascii_lowercase())
+        self.escalation_admins.contains(oid)
     }
 
     /// Whether this object id is an authorised admin.

@@ -229,6 +229,8 @@ pub struct Config {
     pub reminder_before: Option<Duration>,
     /// Entra object ids (lower case) a case is escalated to when it is reminded.
     pub escalation_admins: Vec<String>,
+    /// Entra group ids whose (transitive) user members are escalation admins too.
+    pub escalation_groups: Vec<String>,
     /// How long a case waits for a decision.
     pub case_ttl: Duration,
     /// The requester may not approve their own case.

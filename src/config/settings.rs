@@ -256,7 +256,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "CHATWARDEN_ESCALATION_ADMINS",
         "escalation_admins",
-        "Entra object ids a case is escalated to when it is reminded; they may then decide it too (none = no escalation)",
+        "Entra object ids (or group:<id>, members read through Graph) a case is escalated to when it is reminded; they may then decide it too (none = no escalation)",
         None,
         false,
     ),

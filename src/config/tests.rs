@@ -127,7 +127,7 @@ fn history_retention_needs_its_secret_and_forwarding_needs_a_secret_and_a_safe_u
 }
 
 #[test]
-fn reminders_default_to_two_hours_before_expiry_and_escalation_needs_object_ids_and_a_reminder() {
+fn reminders_default_to_two_hours_before_expiry_and_escalation_needs_object_ids_or_groups_and_a_reminder() {
     let mut env = serve_env();
     let config = load(Mode::Serve, None, &env).unwrap();
     assert_eq!(config.reminder_before, Some(Duration::from_secs(7200)));
@@ -140,8 +140,14 @@ fn reminders_default_to_two_hours_before_expiry_and_escalation_needs_object_ids_
     env.insert("CHATWARDEN_REMINDER_MINUTES", "1440".into());
     assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_REMINDER_MINUTES"], "not shorter than the 24 h TTL");
     env.insert("CHATWARDEN_REMINDER_MINUTES", "30".into());
-    env.insert("CHATWARDEN_ESCALATION_ADMINS", "group:6f1c2d3e-0000-4000-8000-000000000001".into());
+    env.insert("CHATWARDEN_ESCALATION_ADMINS", "group:6F1C2D3E-0000-4000-8000-000000000001, e5ca1a7e-5555-4d4e-8f90-1a2b3c4d5e6f".into());
+    let config = load(Mode::Serve, None, &env).unwrap();
+    assert_eq!(config.escalation_groups, ["6f1c2d3e-0000-4000-8000-000000000001"]);
+    assert_eq!(config.escalation_admins, ["e5ca1a7e-5555-4d4e-8f90-1a2b3c4d5e6f"]);
+    env.insert("CHATWARDEN_ESCALATION_ADMINS", "group:not-a-guid".into());
     assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_ESCALATION_ADMINS"]);
+    let local = HashMap::from([("CHATWARDEN_ESCALATION_ADMINS", "group:6f1c2d3e-0000-4000-8000-000000000001".to_owned())]);
+    assert_eq!(named(&load(Mode::Dev, None, &local).unwrap_err()), ["CHATWARDEN_ESCALATION_ADMINS"], "groups need the registration");
     env.insert("CHATWARDEN_ESCALATION_ADMINS", "not-a-guid".into());
     assert_eq!(named(&load(Mode::Serve, None, &env).unwrap_err()), ["CHATWARDEN_ESCALATION_ADMINS"]);
 }

@@ -46,7 +46,7 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
     let removal_api_version = removal_api_version(&mut raw);
     let retention = retention(&mut raw);
     let history = history_settings(&mut raw);
-    let (reminder_before, escalation_admins) = reminders(&mut raw, case_ttl);
+    let (reminder_before, escalation) = reminders(&mut raw, case_ttl, app.is_some());
     let notifications = notifications(&mut raw, app.is_some());
     let defender_poll = defender_poll(&mut raw, app.is_some());
 
@@ -89,7 +89,8 @@ pub(super) fn validate(mode: Mode, mut raw: RawSettings) -> Result<Config, Confi
         retention,
         history,
         reminder_before,
-        escalation_admins,
+        escalation_admins: escalation.admins,
+        escalation_groups: escalation.groups,
         detection,
         audit_poll,
         audit_lookback,

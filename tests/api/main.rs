@@ -7,6 +7,7 @@ mod cards;
 mod cases;
 mod cli;
 mod connector;
+mod escalation;
 mod forward;
 mod graph;
 mod helpers;
