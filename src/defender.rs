@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::alerts::{AuditIngest, Sighting};
 use crate::audit::detection::Finding;
 use crate::audit::record::{ExternalParties, Member, parse_creation_time};
-use crate::cases::{DEFENDER_ALERT_EVIDENCE, now_ms};
+use crate::cases::{DEFENDER_ALERT_EVIDENCE, now_ms, rfc3339};
 use crate::entra::app_token::AppTokenProvider;
 use crate::graph::{AlertEvidence, GraphClient, SecurityAlert};
 use crate::metrics::Metrics;
@@ -52,13 +52,6 @@ pub struct DefenderReport {
     pub sightings: usize,
     /// Cases opened.
     pub cases: Vec<String>,
-}
-
-fn iso(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 fn domain(address: &str) -> Option<String> {
@@ -156,14 +149,10 @@ impl DefenderPoller {
 
     async fn poll_locked(&self, now: i64) -> Result<DefenderReport, DefenderError> {
         let since = self.store.checkpoint(SOURCE).await?.unwrap_or(now - FIRST_LOOKBACK_MS);
-        let token = match self.tokens.token().await {
-            Ok(Some(token)) => token,
-            Ok(None) => secrecy::SecretString::from("local".to_owned()),
-            Err(err) => return Err(DefenderError::Token(err.to_string())),
-        };
+        let token = self.tokens.bearer().await.map_err(|err| DefenderError::Token(err.to_string()))?;
         let alerts = self
             .graph
-            .security_alerts_since(&token, &iso(since))
+            .security_alerts_since(&token, &rfc3339(since))
             .await
             .map_err(|f| DefenderError::Graph { status: f.status, code: f.code })?;
         let mut report = DefenderReport { alerts: alerts.len(), ..DefenderReport::default() };

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
-
 use crate::cases::EscalationAdmins;
 use crate::entra::app_token::AppTokenProvider;
 use crate::graph::{GraphClient, GraphFailure};
@@ -43,11 +41,8 @@ impl EscalationGroups {
 
     /// Reads every group once and replaces the set; how many escalation admins there are now.
     pub async fn refresh_once(&self) -> Result<usize, GraphFailure> {
-        let token = match self.tokens.token().await {
-            Ok(Some(token)) => token,
-            Ok(None) => SecretString::from("local".to_owned()),
-            Err(err) => return Err(GraphFailure { status: 0, code: format!("no app token: {err}"), receipt: None }),
-        };
+        let token =
+            self.tokens.bearer().await.map_err(|err| GraphFailure { status: 0, code: format!("no app token: {err}"), receipt: None })?;
         let mut all = self.fixed.clone();
         for group in &self.groups {
             match self.graph.group_users(&token, group, MAX_GROUP_MEMBERS).await {

@@ -134,6 +134,12 @@ impl AppTokenProvider {
         Self { inner: None }
     }
 
+    /// The token to send as a bearer: the current one, or in local mode (no registration) a
+    /// placeholder the local stand-ins accept and that is worth nothing anywhere else.
+    pub(crate) async fn bearer(&self) -> Result<SecretString, AppTokenError> {
+        Ok(self.token().await?.unwrap_or_else(|| SecretString::from("local".to_owned())))
+    }
+
     /// The current token, fetched if the cache has none; `None` in local mode.
     pub async fn token(&self) -> Result<Option<SecretString>, AppTokenError> {
         let Some(cc) = &self.inner else { return Ok(None) };

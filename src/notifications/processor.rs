@@ -160,10 +160,8 @@ impl NotificationProcessor {
 
     /// The chat's members with the app token; `None` when they cannot be read.
     async fn members(&self, chat: &str) -> Option<Vec<ChatMember>> {
-        let token = match self.tokens.token().await {
-            Ok(Some(token)) => token,
-            // Local mode: the stand-in Graph takes no token.
-            Ok(None) => secrecy::SecretString::from("local".to_owned()),
+        let token = match self.tokens.bearer().await {
+            Ok(token) => token,
             Err(err) => {
                 tracing::error!(error = %err, "no Graph app token to read a chat's members");
                 return None;

@@ -15,7 +15,7 @@ use url::Url;
 use super::certificate::CertificateSet;
 use super::payload::ChangeNotification;
 use super::processor::NotificationProcessor;
-use crate::cases::now_ms;
+use crate::cases::{now_ms, rfc3339};
 use crate::entra::app_token::AppTokenProvider;
 use crate::graph::{GraphClient, GraphFailure, NewSubscription};
 use crate::metrics::Metrics;
@@ -124,13 +124,6 @@ fn graph_error(what: &'static str) -> impl FnOnce(GraphFailure) -> SubscriptionE
     move |f| SubscriptionError::Graph { what, status: f.status, code: f.code }
 }
 
-fn iso(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// Keeps the membership subscription alive and answers its lifecycle notifications.
 pub struct SubscriptionManager {
     graph: Arc<GraphClient>,
@@ -168,11 +161,7 @@ impl SubscriptionManager {
     }
 
     async fn token(&self) -> Result<SecretString, SubscriptionError> {
-        match self.tokens.token().await {
-            Ok(Some(token)) => Ok(token),
-            Ok(None) => Ok(SecretString::from("local".to_owned())),
-            Err(err) => Err(SubscriptionError::Token(err.to_string())),
-        }
+        self.tokens.bearer().await.map_err(|err| SubscriptionError::Token(err.to_string()))
     }
 
     async fn create(&self, now: i64) -> Result<SubscriptionState, SubscriptionError> {
@@ -185,7 +174,7 @@ impl SubscriptionManager {
             include_resource_data: true,
             encryption_certificate: certificate.encoded(),
             encryption_certificate_id: certificate.id().to_owned(),
-            expiration_date_time: iso(now + LIFETIME.as_millis() as i64),
+            expiration_date_time: rfc3339(now + LIFETIME.as_millis() as i64),
             client_state: self.settings.client_state.expose_secret().to_owned(),
         };
         let token = self.token().await?;
@@ -197,7 +186,7 @@ impl SubscriptionManager {
             .unwrap_or(now + LIFETIME.as_millis() as i64);
         let state = SubscriptionState { id: created.id, expires_at, certificate_id: certificate.id().to_owned() };
         self.save(&state, now).await?;
-        tracing::info!(subscription = %state.id, expires = %iso(expires_at), "Graph subscription to chat membership created");
+        tracing::info!(subscription = %state.id, expires = %rfc3339(expires_at), "Graph subscription to chat membership created");
         Ok(state)
     }
 
@@ -231,7 +220,7 @@ impl SubscriptionManager {
         }
         let token = self.token().await?;
         let expires_at = now + LIFETIME.as_millis() as i64;
-        match self.graph.renew_subscription(&token, &state.id, &iso(expires_at)).await {
+        match self.graph.renew_subscription(&token, &state.id, &rfc3339(expires_at)).await {
             Ok(()) => {
                 self.save(&SubscriptionState { expires_at, ..state }, now).await?;
                 Ok(SubscriptionAction::Renewed)
