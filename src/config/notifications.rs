@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use super::parse::{RawSettings, poll_interval};
+use super::parse::{RawSettings, is_loopback, poll_interval};
 use crate::notifications::{CertificateSet, NotificationCertificate, NotificationSettings};
 
 const NOTIFICATION_SETTINGS: [&str; 6] = [
@@ -18,10 +18,6 @@ const NOTIFICATION_SETTINGS: [&str; 6] = [
     "CHATWARDEN_NOTIFICATION_CLIENT_STATE",
     "CHATWARDEN_NOTIFICATION_MODEL",
 ];
-
-fn is_loopback(url: &Url) -> bool {
-    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
-}
 
 fn certificate(raw: &mut RawSettings, cert_env: &'static str, key_env: &'static str, now: i64) -> Option<NotificationCertificate> {
     let (cert, key) = (raw.get(cert_env).map(str::to_owned), raw.get(key_env).map(str::to_owned));

@@ -185,3 +185,9 @@ pub(super) fn poll_interval(raw: &mut RawSettings, env: &'static str, registered
     }
     interval
 }
+
+/// Whether `url` names a loopback host (`127.0.0.1`, `localhost`, `[::1]`), where plain http is
+/// allowed for an endpoint chatwarden sends to or is reached at.
+pub(super) fn is_loopback(url: &Url) -> bool {
+    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use super::parse::{RawSettings, value_or_default};
+use super::parse::{RawSettings, is_loopback, value_or_default};
 use super::{ForwardTarget, HistorySettings, MIN_RETENTION_DAYS};
 
 /// History retention with its signing secret, and forwarding with its URL and secret.
@@ -58,10 +58,6 @@ pub(super) fn history_settings(raw: &mut RawSettings) -> HistorySettings {
         },
     };
     HistorySettings { retention, secret: history_secret, forward, forward_max_backoff: Duration::from_secs(300) }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
 }
 
 pub(super) fn retention(raw: &mut RawSettings) -> Option<Duration> {
