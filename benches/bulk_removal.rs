@@ -1,24 +1,26 @@
 //! Bulk removal: one `/remove-external` case with 1,000 targets against a fake Graph that
 //! enforces Graph's documented Teams limits (30 requests/s per app per tenant, 1/s per chat,
 //! 1/s per user; 429 with `Retry-After` when exceeded, checked per item inside `$batch`), with
-//! 50 ms of network latency per HTTP request. Compares chatwarden's executor with the best time
+//! 50 ms of network latency per HTTP request. The case is stored in a SQLite database and every
+//! `$batch` answer is recorded there as it comes, before the next request, as `serve` does. Compares chatwarden's executor with the best time
 //! the limits allow and with a one-call-at-a-time loop (the published PowerShell sample's
 //! approach). `cargo bench --bench bulk_removal`; without `--bench` it runs a 40-target smoke run.
 //! `BULK_TARGETS=10000` sets the size (a quarter as many users, so Graph's 1/s per user still
 //! binds); `BULK_SKIP_LOOP=1` leaves out the one-call-at-a-time comparison. The process's peak
 //! RSS after the run is printed (it includes the fake Graph, which keeps every request).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
+use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, Decision, NewCase, NewTarget, Policy, TargetStatus, now_ms};
 use chatwarden::config::RetryPolicy;
 use chatwarden::entra::app_token::AppTokenProvider;
-use chatwarden::execution::{CaseExecutor, GraphExecutor};
+use chatwarden::execution::{CaseExecutor, GraphExecutor, RecordedProgress};
 use chatwarden::graph::GraphClient;
 use chatwarden::metrics::Metrics;
+use chatwarden::store::{Created, Store};
 use chatwarden::tokens::{DelegatedTokens, TokenSource};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -91,44 +93,38 @@ impl wiremock::Respond for FakeGraph {
     }
 }
 
-fn case(targets: usize, users: usize) -> Case {
+/// The bulk case as the runner holds it: stored, approved and claimed in a SQLite database, so
+/// the run records every `$batch` answer as it comes, as `serve` does.
+async fn claimed_case(store: &Store, targets: usize, users: usize) -> Case {
+    let requester = Actor { oid: "5a1d2c3b-1111-4a1b-9c2d-3e4f5a6b7c8d".into(), name: "Dana".into(), user_id: "29:dana".into() };
     let approver = Actor { oid: "0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d".into(), name: "Sam".into(), user_id: "29:sam".into() };
-    Case {
-        id: "CW-BULK1".into(),
+    let new = NewCase {
         kind: CaseKind::RemoveExternal,
-        state: CaseState::Executing,
         source: CaseSource::Command,
         tenant_id: TENANT.into(),
-        requester: approver.clone(),
+        requester,
         reason: None,
-        no_evidence: false,
-        approver: Some(approver),
-        decided_at: None,
-        decision_reason: None,
-        escalated_at: None,
-        card: None,
-        created_at: 0,
-        updated_at: 0,
-        expires_at: i64::MAX,
-        version: 0,
         targets: (0..targets)
-            .map(|i| Target {
-                position: i as i64,
+            .map(|i| NewTarget {
                 thread_id: Some(format!("19:{i:08x}-chat@unq.gbl.spaces")),
                 user_ref: format!("user{}@contoso.com", i % users),
                 user_oid: Some(format!("00000000-0000-4000-8000-{:012}", i % users)),
                 user_tenant_id: TENANT.into(),
                 display_name: None,
-                status: TargetStatus::Pending,
-                graph_status: None,
-                detail: None,
-                graph_code: None,
-                receipt: None,
             })
             .collect(),
         evidence: vec![],
-    }
+        no_evidence: true,
+        ttl_ms: 3_600_000,
+    };
+    let Created::New(case) = store.create_case(&new, None, now_ms()).await.unwrap() else { panic!("case not created") };
+    let policy = Policy { admins: None, require_second_approver: true, escalation_admins: Default::default() };
+    store.decide(&case.id, &approver, Decision::Approve, None, &policy, now_ms()).await.unwrap();
+    store.claim_for_execution(&case.id, RUNNER, LEASE_MS, now_ms()).await.unwrap().expect("claimed")
 }
+
+const RUNNER: &str = "bench-runner";
+const LEASE_MS: i64 = 600_000;
 
 /// The table's header, the best the limits allow, and chatwarden's row.
 fn print_ours(targets: usize, best: Duration, ours: Duration, requests: usize, throttled: usize) {
@@ -178,14 +174,19 @@ async fn main() {
     );
     let client = Arc::new(GraphClient::new(url::Url::parse(&graph.uri()).unwrap(), retry, metrics.clone()).unwrap());
     let executor = GraphExecutor::new(client.clone(), tokens);
-    let bulk = case(targets, users);
+    let database = std::env::temp_dir().join(format!("chatwarden-bulk-{:016x}.db", fastrand::u64(..)));
+    let store = Store::connect(&format!("sqlite://{}", database.display())).await.unwrap();
+    let bulk = claimed_case(&store, targets, users).await;
+    let (progress, _changes) = RecordedProgress::new(store.clone(), &bulk.id, RUNNER, LEASE_MS);
 
     // The n-th request in a 1/s (or 30/s) stream can start at (n - 1) / rate seconds.
     let best = Duration::from_secs_f64(((targets - 1) as f64 / 30.0).max((targets / users - 1) as f64));
     let started = Instant::now();
-    let results = executor.execute(&bulk).await;
+    let results = executor.execute(&bulk, &progress).await;
     let ours = started.elapsed();
     assert_eq!(results.len(), targets);
+    let recorded = store.case(&bulk.id).await.unwrap().unwrap().targets.iter().filter(|t| t.status == TargetStatus::Done).count();
+    assert_eq!(recorded, targets, "every answer recorded as it came");
     let done = results.iter().filter(|r| r.status == TargetStatus::Done).count();
     assert_eq!(done, targets, "every target removed");
     let throttled_ours = limits.lock().unwrap().throttled;

@@ -317,6 +317,48 @@ fn state_words(case: &Case, who: &str, when: &str) -> String {
 
 /// The card that replaces the approval card once a case is decided (and as it runs).
 pub fn result_card(case: &Case) -> Value {
+    result_card_with(case, None)
+}
+
+/// A running case's card with its progress: what is recorded so far and how many targets
+/// `waiting` on Graph's `Retry-After`.
+pub fn progress_card(case: &Case, waiting: usize) -> Value {
+    result_card_with(case, Some(progress_line(case, waiting)))
+}
+
+/// "Progress: 40 of 1,000 targets: 35 done, 3 skipped, 2 failed; 20 waiting on Graph's Retry-After."
+fn progress_line(case: &Case, waiting: usize) -> String {
+    let count = |status: TargetStatus| case.targets.iter().filter(|t| t.status == status).count();
+    let (done, skipped, failed) = (count(TargetStatus::Done), count(TargetStatus::Skipped), count(TargetStatus::Failed));
+    let mut line = format!(
+        "**Progress:** {} of {} targets: {} done, {} skipped, {} failed",
+        thousands(done + skipped + failed),
+        thousands(case.targets.len()),
+        thousands(done),
+        thousands(skipped),
+        thousands(failed)
+    );
+    if waiting > 0 {
+        line.push_str(&format!("; {} waiting on Graph's Retry-After", thousands(waiting)));
+    }
+    line.push('.');
+    line
+}
+
+/// 12345 -> "12,345".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn result_card_with(case: &Case, progress: Option<String>) -> Value {
     let title = match case.state {
         CaseState::Done => format!("Done: {}", case.kind.describe()),
         CaseState::Failed => format!("Failed: {}", case.kind.describe()),
@@ -324,7 +366,9 @@ pub fn result_card(case: &Case) -> Value {
         CaseState::Expired => format!("Expired: {}", case.kind.describe()),
         _ => format!("In progress: {}", case.kind.describe()),
     };
-    let mut body = vec![heading(title), text(state_line(case)), facts(case_facts(case))];
+    let mut body = vec![heading(title), text(state_line(case))];
+    body.extend(progress.map(text));
+    body.push(facts(case_facts(case)));
     body.extend(target_block(case, outcome_line));
     let mut actions = Vec::new();
     if case.kind != CaseKind::RevokeSessions && case.executed() {
@@ -396,6 +440,15 @@ mod tests {
         assert_eq!(plain("00000000-0000-0000-0000-000000000020"), "00000000-0000-0000-0000-000000000020");
         assert_eq!(plain("{{DATE(x)}}"), format!("{{{z}{{{z}DATE({z}x){z}}}{z}}}{z}"));
         assert_eq!(plain(&"x".repeat(400)).chars().count(), 301);
+    }
+
+    #[test]
+    fn counts_read_with_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(10000), "10,000");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 
     #[test]

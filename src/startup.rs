@@ -274,8 +274,15 @@ impl Application {
         );
         let executor = overrides.executor.unwrap_or_else(|| Arc::new(GraphExecutor::new(Arc::clone(&graph), Arc::clone(&delegated))));
         let runner_id = overrides.runner_id.unwrap_or_else(|| format!("runner-{:016x}", fastrand::u64(..)));
-        let runner =
-            Arc::new(CaseRunner::new(store.clone(), executor, updater.clone(), runner_id, config.execution.lease, Arc::clone(&metrics)));
+        let runner = Arc::new(CaseRunner::new(
+            store.clone(),
+            executor,
+            updater.clone(),
+            runner_id,
+            config.execution.lease,
+            config.execution.progress_interval,
+            Arc::clone(&metrics),
+        ));
         background.push(runner.spawn_sweeper(config.execution.sweep_interval));
         if let Some(retention) = config.retention {
             background.push(spawn_retention(store.clone(), retention));

@@ -149,6 +149,10 @@ pub enum TokenMode {
     OnBehalfOf,
 }
 
+/// Progress updates of a running case's card: one every 5 s stays well inside what Teams allows
+/// a bot to edit one message (60 per 30 s, 1,800 per hour).
+pub(crate) const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Timing of case execution and recovery.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecutionPolicy {
@@ -156,13 +160,15 @@ pub struct ExecutionPolicy {
     pub lease: Duration,
     /// How often expired proposals and abandoned executions are swept.
     pub sweep_interval: Duration,
+    /// The least time between two progress updates of a running case's card.
+    pub progress_interval: Duration,
 }
 
 impl ExecutionPolicy {
     /// Leases of `lease`, swept twice per lease (at most every 30 s), so a case abandoned by a
     /// crashed runner resumes at most one and a half leases after the crash.
     pub(crate) fn with_lease(lease: Duration) -> Self {
-        Self { lease, sweep_interval: (lease / 2).min(Duration::from_secs(30)) }
+        Self { lease, sweep_interval: (lease / 2).min(Duration::from_secs(30)), progress_interval: DEFAULT_PROGRESS_INTERVAL }
     }
 }
 

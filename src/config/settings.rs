@@ -182,6 +182,13 @@ pub const SETTINGS: &[Setting] = &[
         false,
     ),
     setting(
+        "CHATWARDEN_PROGRESS_SECONDS",
+        "progress_seconds",
+        "least time between two progress updates of a running bulk case's card (2 to 300)",
+        Some("5"),
+        false,
+    ),
+    setting(
         "CHATWARDEN_COMMANDS_PER_MINUTE",
         "commands_per_minute",
         "commands one admin may send per minute (0 = no limit)",

@@ -191,6 +191,21 @@ fn the_execution_lease_defaults_to_a_minute_and_sets_the_sweep() {
 }
 
 #[test]
+fn bulk_progress_updates_default_to_every_5_seconds_within_what_teams_allows() {
+    let config = load(Mode::Serve, None, &serve_env()).unwrap();
+    assert_eq!(config.execution.progress_interval, Duration::from_secs(5));
+    let mut env = serve_env();
+    env.insert("CHATWARDEN_PROGRESS_SECONDS", "12".into());
+    assert_eq!(load(Mode::Serve, None, &env).unwrap().execution.progress_interval, Duration::from_secs(12));
+    for bad in ["1", "301", "often"] {
+        env.insert("CHATWARDEN_PROGRESS_SECONDS", bad.into());
+        let text = load(Mode::Serve, None, &env).unwrap_err().to_string();
+        assert!(text.contains("CHATWARDEN_PROGRESS_SECONDS: `"), "{bad}: {text}");
+        assert!(text.contains("from 2 to 300"), "{bad}: {text}");
+    }
+}
+
+#[test]
 fn invalid_values_are_named_with_what_is_wrong() {
     let mut env = serve_env();
     env.insert("CHATWARDEN_GRAPH_URL", "http://graph.example.com".into());

@@ -380,13 +380,18 @@ fn limits(raw: &mut RawSettings) -> Limits {
     };
 
     let lease_text = value_or_default(raw, "CHATWARDEN_EXECUTION_LEASE_SECONDS").trim().to_owned();
-    let execution = match lease_text.parse::<u64>() {
+    let mut execution = match lease_text.parse::<u64>() {
         Ok(seconds) if (2..=3600).contains(&seconds) => ExecutionPolicy::with_lease(Duration::from_secs(seconds)),
         _ => {
             raw.problem("CHATWARDEN_EXECUTION_LEASE_SECONDS", format!("`{lease_text}` must be a number of seconds from 2 to 3600"));
             ExecutionPolicy::default()
         }
     };
+    let progress_text = value_or_default(raw, "CHATWARDEN_PROGRESS_SECONDS").trim().to_owned();
+    match progress_text.parse::<u64>() {
+        Ok(seconds) if (2..=300).contains(&seconds) => execution.progress_interval = Duration::from_secs(seconds),
+        _ => raw.problem("CHATWARDEN_PROGRESS_SECONDS", format!("`{progress_text}` must be a number of seconds from 2 to 300")),
+    }
 
     let commands_per_minute = per_minute(raw, "CHATWARDEN_COMMANDS_PER_MINUTE");
     let alerts_per_minute = per_minute(raw, "CHATWARDEN_ALERTS_PER_MINUTE");

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::connector::ConnectorClient;
-use crate::botframework::service_url::HostAllowlist;
+use crate::botframework::service_url::{AllowedServiceUrl, HostAllowlist};
 use crate::cards;
 use crate::cases::{Case, CaseState};
 
@@ -41,23 +41,38 @@ fn outcome_text(case: &Case) -> Option<String> {
     }
 }
 
-#[async_trait]
-impl CaseObserver for CardUpdater {
-    async fn case_changed(&self, case: &Case) {
-        let Some(card) = &case.card else { return };
+impl CardUpdater {
+    /// Replaces the case's card with `content`; the allow-listed service URL, when it has a card.
+    async fn replace_card(&self, case: &Case, content: serde_json::Value) -> Option<AllowedServiceUrl> {
+        let card = case.card.as_ref()?;
         let Ok(service_url) = self.allowlist.check(&card.service_url) else {
             tracing::error!(case.id = %case.id, "stored service URL is no longer on the allowlist; card not updated");
-            return;
+            return None;
         };
-        let update = OutgoingActivity::card_update(&card.activity_id, &card.conversation_id, cards::case_card(case, self.require_reason));
+        let update = OutgoingActivity::card_update(&card.activity_id, &card.conversation_id, content);
         if let Err(err) = self.connector.update_activity(&service_url, &card.conversation_id, &card.activity_id, &update).await {
             tracing::error!(case.id = %case.id, error = %err, "could not update the case card");
         }
+        Some(service_url)
+    }
+}
+
+#[async_trait]
+impl CaseObserver for CardUpdater {
+    async fn case_changed(&self, case: &Case) {
+        let Some(service_url) = self.replace_card(case, cards::case_card(case, self.require_reason)).await else { return };
+        let Some(card) = &case.card else { return };
         if let Some(text) = outcome_text(case) {
             let message = OutgoingActivity::message(&card.conversation_id, text);
             if let Err(err) = self.connector.send_to_conversation(&service_url, &card.conversation_id, &message).await {
                 tracing::error!(case.id = %case.id, error = %err, "could not post the case outcome");
             }
+        }
+    }
+
+    async fn progress(&self, case: &Case, waiting: usize) {
+        if case.state == CaseState::Executing {
+            self.replace_card(case, cards::progress_card(case, waiting)).await;
         }
     }
 }

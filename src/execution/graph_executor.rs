@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use super::{CaseExecutor, TargetResult};
+use super::{CaseExecutor, ProgressSink, TargetResult};
 use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
 use crate::graph::{
     BatchItem, BatchOutcome, GraphAnswer, GraphClient, GraphFailure, GraphReceipt, MAX_BATCH, remove_access_body, remove_access_path,
@@ -229,7 +229,16 @@ impl GraphExecutor {
 
     /// Runs many targets through `$batch`, paced to Graph's limit; throttled items go back in
     /// the queue until their `Retry-After` has passed, and are paced like every other send.
-    async fn batched(&self, kind: CaseKind, approver: &Actor, token: &mut SecretString, work: Vec<(&Target, String)>) -> Vec<TargetResult> {
+    /// Each round's answers go to `progress` before the next request; when it says stop (the
+    /// lease is gone), the run ends with the targets answered so far.
+    async fn batched(
+        &self,
+        kind: CaseKind,
+        approver: &Actor,
+        token: &mut SecretString,
+        work: Vec<(&Target, String)>,
+        progress: &dyn ProgressSink,
+    ) -> Vec<TargetResult> {
         let version = if kind == CaseKind::RevokeSessions { "v1.0" } else { self.graph.removal_version().as_str() };
         let max_attempts = self.graph.retry_policy().max_attempts.max(1);
         let item = |index: usize| {
@@ -243,6 +252,11 @@ impl GraphExecutor {
                 },
                 _ => BatchItem { id: index.to_string(), method: "POST", url: revoke_path(oid), body: None },
             }
+        };
+        let result_at = |index: usize, finals: &[Option<GraphOutcome>]| {
+            let (target, oid) = &work[index];
+            let outcome = finals[index].clone().unwrap_or((0, "never sent".into(), None));
+            target_result(kind, target, oid.clone(), outcome)
         };
         let start = tokio::time::Instant::now();
         // (index into work, attempts so far, not before); kept in not-before order.
@@ -261,6 +275,7 @@ impl GraphExecutor {
             let sending: Vec<(usize, u32, tokio::time::Instant)> = queue.drain(..room.min(ready)).collect();
             pacer.sent(sending.len());
             let items: Vec<BatchItem> = sending.iter().map(|(i, _, _)| item(*i)).collect();
+            let mut answered = Vec::with_capacity(sending.len());
             let outcomes = match self.graph.batch_once(token, version, &items).await {
                 Ok(outcomes) => outcomes,
                 // A refused token refuses every item: handled below like per-item 401s.
@@ -275,10 +290,11 @@ impl GraphExecutor {
                     })
                     .collect(),
                 Err(failure) => {
-                    for (i, _, _) in sending {
-                        finals[i] = Some((failure.status, failure.code.clone(), failure.receipt.clone()));
+                    for (i, _, _) in &sending {
+                        finals[*i] = Some((failure.status, failure.code.clone(), failure.receipt.clone()));
+                        answered.push(*i);
                     }
-                    continue;
+                    Vec::new()
                 }
             };
             let mut unauthorised = Vec::new();
@@ -290,6 +306,7 @@ impl GraphExecutor {
                     unauthorised.push((i, attempts, tokio::time::Instant::now()));
                 } else {
                     finals[i] = Some((outcome.status, outcome.code, outcome.receipt));
+                    answered.push(i);
                 }
             }
             if !unauthorised.is_empty() {
@@ -301,16 +318,21 @@ impl GraphExecutor {
                 } else {
                     for (i, _, _) in unauthorised {
                         finals[i] = Some((401, "sign-in expired".into(), None));
+                        answered.push(i);
                     }
                 }
             }
             // Keep the queue in not-before order (re-queued items may be due earlier than others).
             queue.make_contiguous().sort_by_key(|(_, _, at)| *at);
+            // Durable before the next request: a restart sends only what is still unanswered.
+            let now = tokio::time::Instant::now();
+            progress.waiting(queue.iter().filter(|(_, attempts, at)| *attempts > 0 && *at > now).count());
+            let round: Vec<TargetResult> = answered.iter().map(|&i| result_at(i, &finals)).collect();
+            if !progress.finished(&round).await {
+                return (0..work.len()).filter(|&i| finals[i].is_some()).map(|i| result_at(i, &finals)).collect();
+            }
         }
-        work.iter()
-            .zip(finals)
-            .map(|((target, oid), outcome)| target_result(kind, target, oid.clone(), outcome.unwrap_or((0, "never sent".into(), None))))
-            .collect()
+        (0..work.len()).map(|i| result_at(i, &finals)).collect()
     }
 
     /// Drops the approver's cached token and fetches a fresh one; false when there is none.
@@ -328,7 +350,7 @@ impl GraphExecutor {
 
 #[async_trait]
 impl CaseExecutor for GraphExecutor {
-    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
+    async fn execute(&self, case: &Case, progress: &dyn ProgressSink) -> Vec<TargetResult> {
         let pending: Vec<&Target> = case.targets.iter().filter(|t| t.status == TargetStatus::Pending).collect();
         let Some(approver) = &case.approver else {
             return failed_all(&pending, "the case has no approver");
@@ -368,7 +390,7 @@ impl CaseExecutor for GraphExecutor {
             let (target, oid) = work.remove(0);
             results.push(self.single(case.kind, approver, &mut token, target, oid).await);
         } else if !work.is_empty() {
-            results.extend(self.batched(case.kind, approver, &mut token, work).await);
+            results.extend(self.batched(case.kind, approver, &mut token, work, progress).await);
         }
         results
     }

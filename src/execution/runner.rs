@@ -1,11 +1,12 @@
-//! The case runner: claims approved cases with a lease, runs the executor, records outcomes,
-//! and sweeps expired proposals and abandoned runs.
+//! The case runner: claims approved cases with a lease, runs the executor, records outcomes as
+//! they come, and sweeps expired proposals and abandoned runs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::progress::{ProgressSink, RecordedProgress, show_progress};
 pub use crate::cases::TargetResult;
 use crate::cases::{Case, CaseState, final_state, now_ms};
 use crate::metrics::Metrics;
@@ -14,8 +15,9 @@ use crate::store::{Store, StoreError};
 /// Carries out a case's targets (the Graph calls).
 #[async_trait]
 pub trait CaseExecutor: Send + Sync {
-    /// Executes every pending target of `case` and reports each outcome.
-    async fn execute(&self, case: &Case) -> Vec<TargetResult>;
+    /// Executes every pending target of `case` and returns every outcome; outcomes may also be
+    /// reported to `progress` as they come (and must stop when it says so).
+    async fn execute(&self, case: &Case, progress: &dyn ProgressSink) -> Vec<TargetResult>;
 }
 
 /// Told whenever a case changes, to update its card.
@@ -23,6 +25,9 @@ pub trait CaseExecutor: Send + Sync {
 pub trait CaseObserver: Send + Sync {
     /// The case after the change.
     async fn case_changed(&self, case: &Case);
+
+    /// A running case as recorded so far, with `waiting` targets held back by `Retry-After`.
+    async fn progress(&self, _case: &Case, _waiting: usize) {}
 }
 
 /// Claims and runs approved cases.
@@ -32,20 +37,23 @@ pub struct CaseRunner {
     observer: Arc<dyn CaseObserver>,
     owner: String,
     lease: Duration,
+    progress_every: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl CaseRunner {
-    /// A runner identified as `owner` (unique per process) holding leases of `lease`.
+    /// A runner identified as `owner` (unique per process) holding leases of `lease` and
+    /// showing a run's progress on its card at most once per `progress_every`.
     pub fn new(
         store: Store,
         executor: Arc<dyn CaseExecutor>,
         observer: Arc<dyn CaseObserver>,
         owner: String,
         lease: Duration,
+        progress_every: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { store, executor, observer, owner, lease, metrics }
+        Self { store, executor, observer, owner, lease, progress_every, metrics }
     }
 
     fn lease_ms(&self) -> i64 {
@@ -61,8 +69,11 @@ impl CaseRunner {
         tracing::info!(case.id = %case.id, targets = case.targets.len(), "executing case");
         self.observer.case_changed(&case).await;
 
+        let (progress, changes) = RecordedProgress::new(self.store.clone(), &case.id, &self.owner, self.lease_ms());
+        let shown =
+            tokio::spawn(show_progress(self.store.clone(), Arc::clone(&self.observer), case.id.clone(), changes, self.progress_every));
         let results = {
-            let execution = self.executor.execute(&case);
+            let execution = self.executor.execute(&case, &progress);
             tokio::pin!(execution);
             let mut renew = tokio::time::interval(self.lease / 3);
             renew.tick().await;
@@ -77,8 +88,16 @@ impl CaseRunner {
                 }
             }
         };
-        for result in &results {
-            self.store.record_target(&case.id, result, now_ms()).await?;
+        // What the executor did not report as it went is recorded now, under the same lease.
+        let rest = progress.unrecorded(results);
+        drop(progress);
+        if let Err(err) = shown.await {
+            tracing::warn!(case.id = %case.id, error = %err, "the progress updater ended abnormally");
+        }
+        let now = now_ms();
+        if self.store.record_targets(&case.id, &self.owner, &rest, now + self.lease_ms(), now).await?.is_none() {
+            tracing::warn!(case.id = %case.id, "lost the execution lease before recording the outcomes; another runner will finish it");
+            return Ok(None);
         }
         let recorded = self.store.case(&case.id).await?.unwrap_or(case);
         let state = final_state(&recorded.targets);

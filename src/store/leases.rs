@@ -5,7 +5,7 @@
 use super::events::{insert_event, insert_event_with_data};
 use super::pairs::release_alert_key;
 use super::{Store, StoreError};
-use crate::cases::{Case, CaseState, TargetResult};
+use crate::cases::{Case, CaseState, TargetResult, TargetStatus};
 
 impl Store {
     /// Claims a case for execution: `approved -> executing`, or an `executing` case whose lease
@@ -33,51 +33,50 @@ impl Store {
 
     /// Extends the execution lease of a case this owner holds.
     pub async fn renew_lease(&self, case_id: &str, owner: &str, lease_until: i64) -> Result<bool, StoreError> {
-        let renewed = sqlx::query("UPDATE cases SET lease_until = $1 WHERE id = $2 AND state = 'executing' AND lease_owner = $3")
-            .bind(lease_until)
-            .bind(case_id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(renewed.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        extend_lease(&mut conn, case_id, owner, lease_until).await
     }
 
     /// Records one target's outcome: its state, Graph's status, error code, request ids and
     /// date, and the object id it resolved to; its event carries the same facts as data.
     pub async fn record_target(&self, case_id: &str, result: &TargetResult, now: i64) -> Result<(), StoreError> {
-        let receipt = result.receipt.as_ref();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE case_targets SET status = $1, graph_status = $2, detail = $3, user_oid = COALESCE($4, user_oid), updated_at = $5, \
-             graph_code = $6, graph_request_id = $7, client_request_id = $8, graph_date = $9 WHERE case_id = $10 AND position = $11",
-        )
-        .bind(result.status.as_str())
-        .bind(result.graph_status)
-        .bind(&result.detail)
-        .bind(result.user_oid.as_deref())
-        .bind(now)
-        .bind(result.graph_code.as_deref())
-        .bind(receipt.and_then(|r| r.request_id.as_deref()))
-        .bind(receipt.map(|r| r.client_request_id.as_str()))
-        .bind(receipt.and_then(|r| r.date.as_deref()))
-        .bind(case_id)
-        .bind(result.position)
-        .execute(&mut *tx)
-        .await?;
-        let event = format!("target {}: {}", result.position, result.detail);
-        let data = serde_json::json!({
-            "target": result.position,
-            "status": result.status.as_str(),
-            "graph_status": result.graph_status,
-            "graph_code": result.graph_code,
-            "user_oid": result.user_oid,
-            "graph": receipt,
-        })
-        .to_string();
-        let kind = format!("target_{}", result.status.as_str());
-        insert_event_with_data(&mut tx, Some(case_id), None, &kind, Some(&event), Some(&data), now).await?;
+        if update_target(&mut tx, case_id, result, false, now).await? {
+            insert_target_event(&mut tx, case_id, result, now).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records the outcomes of a run as they come, in one transaction, while `owner` still
+    /// holds the case's lease (which the same write extends to `lease_until`). A target that
+    /// already has its outcome keeps it. Returns the results that were written, or `None` when
+    /// the lease is gone (another runner owns the case now, and nothing was written).
+    pub async fn record_targets(
+        &self,
+        case_id: &str,
+        owner: &str,
+        results: &[TargetResult],
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<Vec<TargetStatus>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !extend_lease(&mut tx, case_id, owner, lease_until).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let mut written = Vec::with_capacity(results.len());
+        for result in results {
+            if update_target(&mut tx, case_id, result, true, now).await? {
+                written.push(result);
+            }
+        }
+        // Events last: the chain's head is taken after every other row this write touches.
+        for result in &written {
+            insert_target_event(&mut tx, case_id, result, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(written.iter().map(|r| r.status).collect()))
     }
 
     /// Ends an execution this owner holds: `executing -> done | failed`.
@@ -113,4 +112,70 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Moves the end of `owner`'s lease on an executing case to `lease_until`; false when the lease
+/// is not theirs (any more).
+async fn extend_lease(conn: &mut sqlx::AnyConnection, case_id: &str, owner: &str, lease_until: i64) -> Result<bool, StoreError> {
+    let extended = sqlx::query("UPDATE cases SET lease_until = $1 WHERE id = $2 AND state = 'executing' AND lease_owner = $3")
+        .bind(lease_until)
+        .bind(case_id)
+        .bind(owner)
+        .execute(conn)
+        .await?;
+    Ok(extended.rows_affected() == 1)
+}
+
+/// Writes one target's outcome; with `only_pending`, a target that already has an outcome is
+/// left alone. Says whether it wrote.
+async fn update_target(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    case_id: &str,
+    result: &TargetResult,
+    only_pending: bool,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let receipt = result.receipt.as_ref();
+    let guard = if only_pending { " AND status = 'pending'" } else { "" };
+    let sql = format!(
+        "UPDATE case_targets SET status = $1, graph_status = $2, detail = $3, user_oid = COALESCE($4, user_oid), updated_at = $5, \
+         graph_code = $6, graph_request_id = $7, client_request_id = $8, graph_date = $9 WHERE case_id = $10 AND position = $11{guard}"
+    );
+    let updated = sqlx::query(&sql)
+        .bind(result.status.as_str())
+        .bind(result.graph_status)
+        .bind(&result.detail)
+        .bind(result.user_oid.as_deref())
+        .bind(now)
+        .bind(result.graph_code.as_deref())
+        .bind(receipt.and_then(|r| r.request_id.as_deref()))
+        .bind(receipt.map(|r| r.client_request_id.as_str()))
+        .bind(receipt.and_then(|r| r.date.as_deref()))
+        .bind(case_id)
+        .bind(result.position)
+        .execute(&mut **tx)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// The history event of one target's outcome, with Graph's answer as data.
+async fn insert_target_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    case_id: &str,
+    result: &TargetResult,
+    now: i64,
+) -> Result<(), StoreError> {
+    let receipt = result.receipt.as_ref();
+    let event = format!("target {}: {}", result.position, result.detail);
+    let data = serde_json::json!({
+        "target": result.position,
+        "status": result.status.as_str(),
+        "graph_status": result.graph_status,
+        "graph_code": result.graph_code,
+        "user_oid": result.user_oid,
+        "graph": receipt,
+    })
+    .to_string();
+    let kind = format!("target_{}", result.status.as_str());
+    insert_event_with_data(tx, Some(case_id), None, &kind, Some(&event), Some(&data), now).await
 }

@@ -134,6 +134,7 @@ async fn fixture(tokens: Arc<dyn ApproverTokens>, directory: Arc<dyn Directory>,
         Arc::new(Nobody),
         "test-runner".into(),
         Duration::from_secs(60),
+        Duration::from_secs(5),
         Arc::clone(&metrics),
     ));
     let replies = Arc::new(RecordedReplies::default());
@@ -253,7 +254,7 @@ struct UnavailableExecutor;
 
 #[async_trait]
 impl CaseExecutor for UnavailableExecutor {
-    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
+    async fn execute(&self, case: &Case, _progress: &dyn crate::execution::ProgressSink) -> Vec<TargetResult> {
         case.targets
             .iter()
             .filter(|t| t.status == TargetStatus::Pending)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
 use chatwarden::config::RetryPolicy;
 use chatwarden::entra::app_token::AppTokenProvider;
-use chatwarden::execution::{CaseExecutor, GraphExecutor};
+use chatwarden::execution::{CaseExecutor, GraphExecutor, Unrecorded};
 use chatwarden::graph::{BatchItem, GraphClient};
 use chatwarden::metrics::Metrics;
 use chatwarden::tokens::{DelegatedTokens, TokenError, TokenSource};
@@ -448,7 +448,7 @@ async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() 
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(45)).await;
+    let results = executor.execute(&bulk_case(45), &Unrecorded).await;
     assert_eq!(results.len(), 45);
     let batches: Vec<Value> =
         fx.graph_server.received_requests().await.unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
@@ -488,7 +488,7 @@ async fn a_401_from_graph_evicts_the_token_and_retries_once_with_a_fresh_one() {
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(1)).await;
+    let results = executor.execute(&bulk_case(1), &Unrecorded).await;
     assert_eq!(results[0].status, TargetStatus::Done);
     let get_tokens =
         fx.token_service.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/api/usertoken/GetToken").count();
@@ -512,7 +512,7 @@ async fn forbidden_and_not_found_are_reported_in_plain_words() {
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(1)).await;
+    let results = executor.execute(&bulk_case(1), &Unrecorded).await;
     assert_eq!(results[0].status, TargetStatus::Failed);
     assert_eq!(results[0].graph_status, Some(403));
     assert!(results[0].detail.starts_with("Graph refused (403 Forbidden)"), "{}", results[0].detail);
@@ -523,7 +523,7 @@ async fn forbidden_and_not_found_are_reported_in_plain_words() {
         .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"code": "NotFound"}})))
         .mount(&fx.graph_server)
         .await;
-    let results = executor.execute(&bulk_case(1)).await;
+    let results = executor.execute(&bulk_case(1), &Unrecorded).await;
     assert_eq!(results[0].status, TargetStatus::Skipped);
     assert!(results[0].detail.starts_with("nothing to remove"));
 }
@@ -560,7 +560,7 @@ async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(3)).await;
+    let results = executor.execute(&bulk_case(3), &Unrecorded).await;
     assert!(results.iter().all(|r| r.status == TargetStatus::Done), "{results:?}");
     assert_eq!(fx.graph_server.received_requests().await.unwrap().len(), 2);
 }
@@ -575,7 +575,7 @@ async fn a_batch_answered_200_with_an_unreadable_body_fails_its_targets_instead_
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(3)).await;
+    let results = executor.execute(&bulk_case(3), &Unrecorded).await;
     assert_eq!(results.len(), 3);
     for result in &results {
         assert_eq!(result.status, TargetStatus::Failed, "{result:?}");
@@ -646,7 +646,7 @@ async fn every_target_keeps_what_graph_said_its_status_code_request_ids_and_date
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
 
-    let single = executor.execute(&bulk_case(1)).await.remove(0);
+    let single = executor.execute(&bulk_case(1), &Unrecorded).await.remove(0);
     let sent = fx.graph_server.received_requests().await.unwrap().remove(0);
     let sent_id = sent.headers.get("client-request-id").unwrap().to_str().unwrap().to_owned();
     let receipt = single.receipt.clone().expect("a receipt");
@@ -655,7 +655,7 @@ async fn every_target_keeps_what_graph_said_its_status_code_request_ids_and_date
     assert_eq!(receipt.date.as_deref(), Some(date));
     assert_eq!((single.graph_status, single.graph_code.as_deref()), (Some(403), Some("Forbidden")));
 
-    let batched = executor.execute(&bulk_case(2)).await;
+    let batched = executor.execute(&bulk_case(2), &Unrecorded).await;
     let batch_id =
         fx.graph_server.received_requests().await.unwrap()[1].headers.get("client-request-id").unwrap().to_str().unwrap().to_owned();
     for result in &batched {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chatwarden::cases::{Case, TargetStatus};
 use chatwarden::config::{Config, Mode};
-use chatwarden::execution::{CaseExecutor, TargetResult};
+use chatwarden::execution::{CaseExecutor, ProgressSink, TargetResult};
 use chatwarden::startup::{Application, Overrides};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret as _;
@@ -118,7 +118,7 @@ pub struct RecordingExecutor {
 
 #[async_trait::async_trait]
 impl CaseExecutor for RecordingExecutor {
-    async fn execute(&self, case: &Case) -> Vec<TargetResult> {
+    async fn execute(&self, case: &Case, _progress: &dyn ProgressSink) -> Vec<TargetResult> {
         self.calls.lock().unwrap().push(case.id.clone());
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
@@ -160,20 +160,39 @@ impl RecordingExecutor {
 /// A `/remove-chat` case for (`thread`, `user`) requested by the first admin ("29:dana") and
 /// approved by the second ("29:sam"), written straight to `store` as an admin's click leaves it.
 pub async fn approved_removal(store: &chatwarden::store::Store, thread: &str, user: &str) -> Case {
-    use chatwarden::cases::{Actor, CaseKind, CaseSource, Decision, NewCase, NewTarget, Policy, now_ms};
+    approved_case(store, chatwarden::cases::CaseKind::RemoveChat, vec![internal_target(thread, user)]).await
+}
+
+/// A target in our tenant: `user` (its object id too) in `thread`.
+pub fn internal_target(thread: &str, user: &str) -> chatwarden::cases::NewTarget {
+    chatwarden::cases::NewTarget {
+        thread_id: Some(thread.into()),
+        user_ref: user.into(),
+        user_oid: Some(user.into()),
+        user_tenant_id: TENANT_ID.into(),
+        display_name: None,
+    }
+}
+
+/// `n` targets, each its own chat and user (`19:bulk-<i>@thread.v2`, `user-<i>`).
+pub fn bulk_targets(n: usize) -> Vec<chatwarden::cases::NewTarget> {
+    (0..n).map(|i| internal_target(&format!("19:bulk-{i}@thread.v2"), &format!("user-{i}"))).collect()
+}
+
+/// A case of `kind` over `targets` that Dana asked for and Sam approved, as left by his click.
+pub async fn approved_case(
+    store: &chatwarden::store::Store,
+    kind: chatwarden::cases::CaseKind,
+    targets: Vec<chatwarden::cases::NewTarget>,
+) -> Case {
+    use chatwarden::cases::{Actor, CaseSource, Decision, NewCase, Policy, now_ms};
     let new = NewCase {
-        kind: CaseKind::RemoveChat,
+        kind,
         source: CaseSource::Command,
         tenant_id: TENANT_ID.into(),
         requester: Actor { oid: ADMIN_OID.into(), name: "Dana".into(), user_id: "29:dana".into() },
         reason: None,
-        targets: vec![NewTarget {
-            thread_id: Some(thread.into()),
-            user_ref: user.into(),
-            user_oid: Some(user.into()),
-            user_tenant_id: TENANT_ID.into(),
-            display_name: None,
-        }],
+        targets,
         evidence: vec![],
         no_evidence: true,
         ttl_ms: 60_000,

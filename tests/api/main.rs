@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod bulk;
 mod cards;
 mod cases;
 mod cli;

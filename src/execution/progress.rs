@@ -1,0 +1,133 @@
+//! Progress of a running case. An executor reports outcomes as Graph gives them; the runner's
+//! sink makes each report durable at once, under the case's lease, so a process that dies mid-run
+//! leaves every answered target recorded: the next runner sends only what is still pending. The
+//! same reports drive the card's progress line, updated at most once per interval (Teams limits
+//! how often a bot may edit one message).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::CaseObserver;
+use crate::cases::{TargetResult, now_ms};
+use crate::store::Store;
+
+/// Where an executor reports outcomes while a case runs.
+#[async_trait]
+pub trait ProgressSink: Send + Sync {
+    /// Outcomes that are final. `false` means the run must stop: its lease is gone and another
+    /// runner owns the case now.
+    async fn finished(&self, results: &[TargetResult]) -> bool;
+
+    /// How many targets are waiting on Graph's `Retry-After` right now.
+    fn waiting(&self, targets: usize);
+}
+
+/// A sink that keeps nothing: for running an executor on its own (benchmarks, tests).
+pub struct Unrecorded;
+
+#[async_trait]
+impl ProgressSink for Unrecorded {
+    async fn finished(&self, _results: &[TargetResult]) -> bool {
+        true
+    }
+
+    fn waiting(&self, _targets: usize) {}
+}
+
+/// The runner's sink: records outcomes as they come while the lease holds, and tells the card
+/// updater that something changed (its value: how many targets wait on `Retry-After`).
+pub struct RecordedProgress {
+    store: Store,
+    case_id: String,
+    owner: String,
+    lease_ms: i64,
+    recorded: Mutex<HashSet<i64>>,
+    changes: watch::Sender<usize>,
+}
+
+impl RecordedProgress {
+    /// A sink for `case_id` run by `owner`; every write extends the lease by `lease_ms`. The
+    /// receiver sees each change.
+    pub fn new(store: Store, case_id: &str, owner: &str, lease_ms: i64) -> (Self, watch::Receiver<usize>) {
+        let (changes, receiver) = watch::channel(0);
+        let sink =
+            Self { store, case_id: case_id.to_owned(), owner: owner.to_owned(), lease_ms, recorded: Mutex::new(HashSet::new()), changes };
+        (sink, receiver)
+    }
+
+    /// The results of `all` that this sink has not recorded yet.
+    pub(crate) fn unrecorded(&self, all: Vec<TargetResult>) -> Vec<TargetResult> {
+        let recorded = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.into_iter().filter(|r| !recorded.contains(&r.position)).collect()
+    }
+}
+
+#[async_trait]
+impl ProgressSink for RecordedProgress {
+    async fn finished(&self, results: &[TargetResult]) -> bool {
+        if results.is_empty() {
+            return true;
+        }
+        let now = now_ms();
+        match self.store.record_targets(&self.case_id, &self.owner, results, now + self.lease_ms, now).await {
+            Ok(Some(_)) => {
+                let mut recorded = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                recorded.extend(results.iter().map(|r| r.position));
+                drop(recorded);
+                self.changes.send_modify(|_| {});
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(case.id = %self.case_id, "lost the execution lease mid-run; stopping and leaving the rest to its new owner");
+                false
+            }
+            Err(err) => {
+                // Not fatal: the runner records whatever is still unrecorded when the run ends.
+                tracing::error!(case.id = %self.case_id, error = %err, "could not record target outcomes as they came");
+                true
+            }
+        }
+    }
+
+    fn waiting(&self, targets: usize) {
+        self.changes.send_if_modified(|waiting| std::mem::replace(waiting, targets) != targets);
+    }
+}
+
+/// Shows a run's progress on its card until the sink is dropped: after a change, at most one
+/// update per `every`. It reads the case from the store, so the card shows what is recorded.
+pub(crate) async fn show_progress(
+    store: Store,
+    observer: Arc<dyn CaseObserver>,
+    case_id: String,
+    mut changes: watch::Receiver<usize>,
+    every: Duration,
+) {
+    let mut last_update: Option<tokio::time::Instant> = None;
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        if let Some(at) = last_update {
+            let due = tokio::time::sleep_until(at + every);
+            tokio::pin!(due);
+            loop {
+                tokio::select! {
+                    () = &mut due => break,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+        let waiting = *changes.borrow_and_update();
+        match store.case(&case_id).await {
+            Ok(Some(case)) => observer.progress(&case, waiting).await,
+            Ok(None) => return,
+            Err(err) => tracing::warn!(case.id = %case_id, error = %err, "could not read the case to show its progress"),
+        }
+        last_update = Some(tokio::time::Instant::now());
+    }
+}
