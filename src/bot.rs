@@ -67,7 +67,7 @@ impl Bot {
                     Ok(reply) => {
                         match reply {
                             ActionReply::Message(text) | ActionReply::PreconditionFailed(text) => {
-                                self.workflow.reply_text(incoming, text).await
+                                self.workflow.answer_text_privately(incoming, text).await
                             }
                             ActionReply::LoginRequest(oauth) => {
                                 let mut reply =
@@ -76,7 +76,7 @@ impl Bot {
                                     content_type: invoke::OAUTH_CARD.into(),
                                     content: oauth,
                                 });
-                                self.workflow.send(incoming, reply).await;
+                                self.workflow.answer_privately(incoming, reply).await;
                             }
                             ActionReply::Card(_) | ActionReply::IncorrectAuthCode | ActionReply::Silent => {}
                         }
@@ -96,7 +96,7 @@ impl Bot {
             Ok(actor) => actor,
             Err(denied) => {
                 if let Some(refusal) = self.workflow.refuse(activity, denied).await {
-                    self.workflow.reply_text(incoming, refusal.to_owned()).await;
+                    self.workflow.answer_text_privately(incoming, refusal.to_owned()).await;
                 }
                 return BotResponse::Ack;
             }
@@ -105,11 +105,11 @@ impl Bot {
             self.metrics.inc("chatwarden_rate_limited_total", &[("what", "command")]);
             tracing::warn!("an admin is sending commands too fast");
             let text = format!("You are sending commands too fast; nothing was done. Try again in {} s.", wait.as_secs().max(1));
-            self.workflow.reply_text(incoming, text).await;
+            self.workflow.answer_text_privately(incoming, text).await;
             return BotResponse::Ack;
         }
         match commands::parse(&text) {
-            Ok(command) => match self.workflow.on_command(incoming, actor, command).await {
+            Ok(command) => match self.workflow.with_typing(incoming, self.workflow.on_command(incoming, actor, command)).await {
                 Ok(()) => BotResponse::Ack,
                 Err(err) => {
                     tracing::error!(error = %err, "command failed");

@@ -298,6 +298,15 @@ impl OutgoingActivity {
         }
     }
 
+    /// Teams' typing indicator in `to`'s conversation (in a channel: its thread).
+    pub(crate) fn typing(to: &Activity) -> Self {
+        let mut typing = Self::reply_text(to, String::new());
+        typing.kind = "typing";
+        typing.text = None;
+        typing.text_format = None;
+        typing
+    }
+
     /// A reply to `to` that carries one adaptive card.
     pub(crate) fn reply_card(to: &Activity, card: Value) -> Self {
         let mut reply = Self::reply_text(to, String::new());

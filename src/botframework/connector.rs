@@ -92,7 +92,8 @@ struct ConnectorErrorDetail {
     code: String,
 }
 
-/// The one Connector call the case workflow makes: replying in a thread. A seam, so the
+/// The Connector calls the case workflow makes: replying in a thread, finding a member's account
+/// and answering one person privately. A seam, so the
 /// workflow's rules can be tested without a Connector.
 #[async_trait::async_trait]
 pub trait ThreadReplies: Send + Sync {
@@ -113,6 +114,14 @@ pub trait ThreadReplies: Send + Sync {
         team_id: &str,
         aad_object_id: &str,
     ) -> Result<Option<(String, String)>, ConnectorError>;
+
+    /// Sends `activity`, an answer to `to`, so that only `to`'s sender sees it.
+    async fn send_privately(
+        &self,
+        service_url: &AllowedServiceUrl,
+        to: &super::activity::Activity,
+        activity: &OutgoingActivity,
+    ) -> Result<super::private::PrivateRoute, ConnectorError>;
 }
 
 #[async_trait::async_trait]
@@ -134,6 +143,15 @@ impl ThreadReplies for ConnectorClient {
         aad_object_id: &str,
     ) -> Result<Option<(String, String)>, ConnectorError> {
         ConnectorClient::team_member_account(self, service_url, team_id, aad_object_id).await
+    }
+
+    async fn send_privately(
+        &self,
+        service_url: &AllowedServiceUrl,
+        to: &super::activity::Activity,
+        activity: &OutgoingActivity,
+    ) -> Result<super::private::PrivateRoute, ConnectorError> {
+        ConnectorClient::send_privately(self, service_url, to, activity).await
     }
 }
 
@@ -226,7 +244,7 @@ impl ConnectorClient {
         }
     }
 
-    async fn call<B: Serialize, R: for<'de> Deserialize<'de> + Default>(
+    pub(super) async fn call<B: Serialize, R: for<'de> Deserialize<'de> + Default>(
         &self,
         operation: &'static str,
         method: Method,

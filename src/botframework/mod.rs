@@ -8,4 +8,5 @@ pub mod inbound;
 pub mod invoke;
 pub mod invoke_request;
 pub mod keys;
+pub mod private;
 pub mod service_url;

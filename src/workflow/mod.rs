@@ -91,6 +91,12 @@ pub struct WorkflowServices {
     pub metrics: Arc<Metrics>,
 }
 
+/// How long a command may take before the typing indicator shows (what people notice as a wait).
+const TYPING_AFTER: Duration = Duration::from_millis(500);
+/// How often the typing indicator is renewed while a command is still worked on (Teams shows
+/// each one for a few seconds).
+const TYPING_EVERY: Duration = Duration::from_secs(2);
+
 impl CaseWorkflow {
     /// A case workflow over the given services.
     pub fn new(services: WorkflowServices, settings: WorkflowSettings) -> Self {
@@ -111,9 +117,49 @@ impl CaseWorkflow {
         self.send_reply(incoming, reply).await;
     }
 
-    /// Sends a prepared reply in the activity's thread.
-    pub async fn send(&self, incoming: &VerifiedActivity, reply: OutgoingActivity) {
-        self.send_reply(incoming, reply).await;
+    /// Runs `work` (a command) and, when it takes longer than `TYPING_AFTER`, shows Teams' typing
+    /// indicator in the thread, renewed every `TYPING_EVERY` until the work is done. Fast
+    /// commands send none, and none follows the answer.
+    pub async fn with_typing<T>(&self, incoming: &VerifiedActivity, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut next = tokio::time::Instant::now() + TYPING_AFTER;
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut work => return done,
+                () = tokio::time::sleep_until(next) => {
+                    self.send_reply(incoming, OutgoingActivity::typing(incoming.activity())).await;
+                    next = tokio::time::Instant::now() + TYPING_EVERY;
+                }
+            }
+        }
+    }
+
+    /// Answers the sender of `incoming` so that only they see it: a plain reply in a personal
+    /// chat; in a channel or group chat a targeted message, or a message in their one-to-one chat
+    /// with the bot when Teams refuses that. When neither reaches them, the answer goes to the
+    /// thread so they are not left without one. Counted by route in
+    /// `chatwarden_private_answers_total`.
+    pub async fn answer_privately(&self, incoming: &VerifiedActivity, reply: OutgoingActivity) {
+        let activity = incoming.activity();
+        if !crate::botframework::private::is_shared(activity) {
+            self.send_reply(incoming, reply).await;
+            return;
+        }
+        let route = match self.replies.send_privately(incoming.service_url(), activity, &reply).await {
+            Ok(route) => route.as_str(),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not answer privately; answering in the thread");
+                self.send_reply(incoming, reply).await;
+                "thread"
+            }
+        };
+        self.metrics.inc("chatwarden_private_answers_total", &[("via", route)]);
+    }
+
+    /// [`Self::answer_privately`] with a text.
+    pub async fn answer_text_privately(&self, incoming: &VerifiedActivity, text: String) {
+        self.answer_privately(incoming, OutgoingActivity::reply_text(incoming.activity(), text)).await;
     }
 
     async fn send_reply(&self, incoming: &VerifiedActivity, reply: OutgoingActivity) {

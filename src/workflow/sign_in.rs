@@ -50,7 +50,7 @@ impl CaseWorkflow {
         if let Some(oauth) = self.oauth_card(activity).await {
             reply.attachments.push(crate::botframework::activity::Attachment { content_type: invoke::OAUTH_CARD.into(), content: oauth });
         }
-        self.send_reply(incoming, reply).await;
+        self.answer_privately(incoming, reply).await;
     }
 
     pub(super) async fn check_token(&self, actor: &Actor, proof: &SignInProof) -> TokenCheck {

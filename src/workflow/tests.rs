@@ -46,6 +46,16 @@ impl ThreadReplies for RecordedReplies {
     async fn team_member_account(&self, _: &AllowedServiceUrl, _: &str, oid: &str) -> Result<Option<(String, String)>, ConnectorError> {
         Ok(Some((format!("29:{oid}"), oid.to_owned())))
     }
+
+    async fn send_privately(
+        &self,
+        _: &AllowedServiceUrl,
+        _: &crate::botframework::activity::Activity,
+        activity: &OutgoingActivity,
+    ) -> Result<crate::botframework::private::PrivateRoute, ConnectorError> {
+        self.0.lock().unwrap().push(format!("(private) {}", activity.text.clone().unwrap_or_default()));
+        Ok(crate::botframework::private::PrivateRoute::Targeted)
+    }
 }
 
 /// Tokens that belong to someone else: the token service handed back another user's token.

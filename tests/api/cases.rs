@@ -71,10 +71,25 @@ pub async fn request_removal(app: &TestApp, activity_id: &str) -> String {
     card_case_id(app).await
 }
 
+/// The messages the bot posted in threads (typing indicators left out).
 pub async fn replies(app: &TestApp) -> Vec<Value> {
     let mut bodies = Vec::new();
     for request in app.connector.received_requests().await.unwrap() {
         if request.method.as_str() == "POST" && request.url.path().contains("/activities/") {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            if body["type"] != "typing" {
+                bodies.push(body);
+            }
+        }
+    }
+    bodies
+}
+
+/// The targeted messages the bot sent: answers only their recipient sees.
+pub async fn private_answers(app: &TestApp) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    for request in app.connector.received_requests().await.unwrap() {
+        if request.method.as_str() == "POST" && request.url.query() == Some("isTargetedActivity=true") {
             bodies.push(serde_json::from_slice(&request.body).unwrap());
         }
     }
@@ -277,9 +292,16 @@ async fn commands_from_strangers_or_outside_the_security_channel_are_refused_pol
     for activity in [&stranger, &elsewhere, &personal, &other_tenant] {
         assert_eq!(app.post_activity(Some(&valid_token(&url)), activity).await.status(), 200);
     }
-    let texts: Vec<String> = replies(&app).await.iter().map(|r| r["text"].as_str().unwrap_or_default().to_owned()).collect();
-    assert_eq!(texts.len(), 4);
-    assert!(texts.iter().all(|t| t == chatwarden::workflow::REFUSAL_TEXT), "{texts:?}");
+    // In the channels only the sender sees the refusal; the personal chat is private already.
+    let private: Vec<Value> = private_answers(&app).await;
+    assert_eq!(private.len(), 3, "{private:?}");
+    assert!(private.iter().all(|r| r["text"] == chatwarden::workflow::REFUSAL_TEXT), "{private:?}");
+    let recipients: Vec<&str> = private.iter().map(|r| r["recipient"]["id"].as_str().unwrap()).collect();
+    assert_eq!(recipients, ["29:Mallory", "29:1AbCdEfGh-admin", "29:1AbCdEfGh-admin"]);
+    let in_thread = replies(&app).await;
+    assert_eq!(in_thread.len(), 1, "only the personal chat's answer is a plain reply: {in_thread:?}");
+    assert_eq!(in_thread[0]["text"], chatwarden::workflow::REFUSAL_TEXT);
+    assert_eq!(in_thread[0]["conversation"]["id"], "a:personal-chat");
     let store = Store::connect(&app.database_url).await.unwrap();
     let reasons: Vec<String> = store.refusals(10).await.unwrap().into_iter().rev().map(|e| e.detail.unwrap()).collect();
     assert_eq!(reasons, ["not_admin", "outside_security_channel", "outside_security_channel", "wrong_tenant"]);

@@ -473,9 +473,11 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
-    /// Requests the fakes received at `path`.
+    /// Requests the fakes received at `path`; typing indicators are left out (they come only when
+    /// a command takes a while).
     pub async fn received(server: &MockServer, at: &str) -> Vec<Request> {
-        server.received_requests().await.unwrap_or_default().into_iter().filter(|r| r.url.path() == at).collect()
+        let is_typing = |r: &Request| serde_json::from_slice::<Value>(&r.body).is_ok_and(|body| body["type"] == "typing");
+        server.received_requests().await.unwrap_or_default().into_iter().filter(|r| r.url.path() == at && !is_typing(r)).collect()
     }
 
     pub async fn metadata_fetches(&self) -> usize {

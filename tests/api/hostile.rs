@@ -83,8 +83,10 @@ async fn an_admin_flooding_commands_is_slowed_down_politely() {
         history["id"] = json!(format!("h-{i}"));
         assert_eq!(app.post_activity(Some(&valid_token(&url)), &history).await.status(), 200);
     }
-    let texts: Vec<String> = replies(&app).await.iter().map(|r| r["text"].as_str().unwrap_or_default().to_owned()).collect();
-    assert!(texts[2].starts_with("You are sending commands too fast"), "{texts:?}");
+    let private = crate::cases::private_answers(&app).await;
+    assert_eq!(private.len(), 1, "{private:?}");
+    assert!(private[0]["text"].as_str().unwrap().starts_with("You are sending commands too fast"), "{private:?}");
+    assert_eq!(replies(&app).await.len(), 2, "the two answered commands, in the thread");
     assert_eq!(app.metrics.get("chatwarden_rate_limited_total", &[("what", "command")]), 1);
 }
 
@@ -100,7 +102,8 @@ async fn a_stranger_flooding_the_bot_is_refused_a_few_times_then_recorded_once_a
         crate::cases::from(&mut text, stranger, "Stranger");
         assert_eq!(app.post_activity(Some(&valid_token(&url)), &text).await.status(), 200);
     }
-    let answered = replies(&app).await.iter().filter(|r| r["text"].as_str() == Some(chatwarden::workflow::REFUSAL_TEXT)).count();
+    let answered =
+        crate::cases::private_answers(&app).await.iter().filter(|r| r["text"].as_str() == Some(chatwarden::workflow::REFUSAL_TEXT)).count();
     assert_eq!(answered, 2, "only the refusals within the limit are answered");
     let store = Store::connect(&app.database_url).await.unwrap();
     let recorded = store.refusals(100).await.unwrap();

@@ -16,6 +16,7 @@ mod history;
 mod hostile;
 mod kill;
 mod notifications;
+mod private;
 mod revoke;
 mod server;
 mod signin;

@@ -217,8 +217,51 @@ async fn a_requester_who_is_not_signed_in_is_asked_to_sign_in_first() {
         .mount(&app.token_service)
         .await;
     command(&app, "cmd-1", &format!("/revoke-sessions group:{GROUP}")).await;
-    let last = replies(&app).await.pop().unwrap();
+    assert!(replies(&app).await.is_empty(), "the sign-in prompt is for the requester alone");
+    let last = crate::cases::private_answers(&app).await.pop().unwrap();
+    assert_eq!(last["recipient"]["id"], REQUESTER_USER_ID);
     assert!(last["text"].as_str().unwrap().starts_with("Sign in first"), "{last}");
     assert_eq!(last["attachments"][0]["contentType"], "application/vnd.microsoft.card.oauth");
     assert!(app.graph.received_requests().await.unwrap().is_empty());
+}
+
+/// Every activity the bot posted in the thread, typing indicators included, in order.
+async fn thread_posts(app: &TestApp) -> Vec<Value> {
+    let requests = app.connector.received_requests().await.unwrap();
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().contains("/activities/"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_that_takes_a_while_shows_the_typing_indicator_first_and_a_quick_one_does_not() {
+    let app = spawn_app_with(Fakes { real_graph: true, ..Fakes::default() }, |_| {}).await;
+    mount_connector(&app).await;
+    // Graph takes 1.2 s to list the group: long enough to be noticed as a wait.
+    Mock::given(method("GET"))
+        .and(path(format!("/v1.0/groups/{GROUP}/transitiveMembers/microsoft.graph.user")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"value": [user(1), user(2)]}))
+                .set_delay(std::time::Duration::from_millis(1200)),
+        )
+        .mount(&app.graph)
+        .await;
+    command(&app, "cmd-1", &format!("/revoke-sessions group:{GROUP} phishing")).await;
+    let posts = thread_posts(&app).await;
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!(posts[0]["type"], "typing");
+    assert_eq!(posts[0]["replyToId"], "cmd-1");
+    assert!(posts[0].get("text").is_none(), "{}", posts[0]);
+    assert_eq!(posts[1]["type"], "message");
+    assert!(posts[1]["attachments"][0]["content"].to_string().contains("revoke the sign-in sessions of 2 user(s)"));
+    // The case's own replies (what the other tests read) leave the indicator out.
+    assert_eq!(replies(&app).await.len(), 1);
+
+    command(&app, "cmd-2", "/help").await;
+    let posts = thread_posts(&app).await;
+    assert_eq!(posts.len(), 3, "a quick answer comes without a typing indicator");
+    assert_eq!(posts[2]["type"], "message");
 }

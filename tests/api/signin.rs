@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::cases::{CARD_ID, THREAD, VICTIM, from, invoke, mount_connector, puts, replies, request_removal, wait_state};
+use crate::cases::{CARD_ID, THREAD, VICTIM, from, invoke, mount_connector, puts, request_removal, wait_state};
 use crate::helpers::*;
 
 const SIGN_IN_LINK: &str = "https://token.botframework.com/api/oauth/signin?signin=abc123";
@@ -167,7 +167,8 @@ async fn on_the_submit_path_a_sign_in_card_is_posted_and_verify_state_resumes_th
     submit["value"] = json!({"chatwarden": 1, "caseId": case_id, "action": "approve", "reason": "lure confirmed in the audit record"});
     from(&mut submit, SECOND_ADMIN_OID, &format!("admin-{SECOND_ADMIN_OID}"));
     assert_eq!(app.post_activity(Some(&valid_token(&url)), &submit).await.status(), 200);
-    let oauth = replies(&app).await.pop().unwrap();
+    let oauth = crate::cases::private_answers(&app).await.pop().expect("the sign-in card goes to the approver alone");
+    assert_eq!(oauth["recipient"]["id"], format!("29:admin-{SECOND_ADMIN_OID}"));
     assert_eq!(oauth["attachments"][0]["contentType"], "application/vnd.microsoft.card.oauth");
     assert_eq!(oauth["attachments"][0]["content"]["buttons"][0]["value"], SIGN_IN_LINK);
 
