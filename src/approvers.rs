@@ -7,7 +7,8 @@
 //! The card stays universal (buttons for everyone; the server decides who may press them, as on
 //! every decision anyway) in local mode, without a security team, with more eligible admins than
 //! the 60 accounts Teams allows, or when no account could be resolved: nobody is ever locked out
-//! by a lookup that failed. Accounts are the admins' own (learned from their activities) or
+//! by a lookup that failed. A refresh invoke is still answered per caller (buttons only for who
+//! may decide). Accounts are the admins' own (learned from their activities) or
 //! resolved from their Entra object ids through the Connector, and cached for an hour.
 
 use std::sync::Arc;
@@ -120,9 +121,8 @@ impl ApproverViews {
         if case.state != CaseState::Proposed {
             return cards::result_card(case);
         }
-        let Some(accounts) = self.refresh_accounts(case, service_url).await else {
-            return cards::approval_card(case, self.require_reason);
-        };
+        // Whoever asks gets what they may do, also when the posted card is universal (a refresh
+        // then comes from a client or a caller that was not asked to refresh).
         let card = match viewer {
             Some(actor) if self.may_decide(case, actor) => cards::approval_card(case, self.require_reason),
             Some(actor) if self.policy.is_admin(&actor.oid) => {
@@ -130,6 +130,9 @@ impl ApproverViews {
             }
             _ => cards::waiting_card(case, None),
         };
-        cards::with_refresh(card, &case.id, &accounts)
+        match self.refresh_accounts(case, service_url).await {
+            Some(accounts) => cards::with_refresh(card, &case.id, &accounts),
+            None => card,
+        }
     }
 }

@@ -538,9 +538,20 @@ async fn the_card_stays_universal_when_no_approver_account_can_be_resolved_or_th
     let app = spawn_app().await;
     mount_connector(&app).await;
     Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).mount(&app.connector).await;
-    request_removal(&app, "cmd-1").await;
+    let case_id = request_removal(&app, "cmd-1").await;
     let card = replies(&app).await.pop().unwrap()["attachments"][0]["content"].clone();
     assert!(has_buttons(&card) && card.get("refresh").is_none(), "{card}");
+    // A refresh still answers each caller with what they may do.
+    let url = app.service_url();
+    let view = async |id: &str, oid: &str| -> Value {
+        app.post_activity(Some(&valid_token(&url)), &refresh(&url, id, oid, &case_id)).await.json().await.unwrap()
+    };
+    let approver = view("r-1", SECOND_ADMIN_OID).await;
+    assert!(has_buttons(&approver["value"]), "{approver}");
+    let stranger = view("r-2", "99999999-aaaa-4bbb-8ccc-dddddddddddd").await;
+    assert!(!has_buttons(&stranger["value"]), "a member who may not decide sees the status only: {stranger}");
+    let requester = view("r-3", ADMIN_OID).await;
+    assert!(!has_buttons(&requester["value"]), "the requester waits for another admin: {requester}");
 
     // 61 eligible admins: more than Teams' 60 userIds.
     let many = spawn_app_with(Fakes::default(), |c| {

@@ -1,7 +1,10 @@
 // Drives Microsoft's local Teams client (the Agents Playground) against `chatwarden dev`:
-// an admin asks for a removal in a team channel, approves the card, and the stand-in Graph must
-// have received exactly one removeAllAccessForUser for that user and chat; then a Graph change
-// notification of the outsider back in that chat must bring a new approval card.
+// an admin asks for a removal in a team channel; each viewer's own card (refresh) shows the
+// buttons to an admin and the status to a member who may not decide; an approval without a
+// reason changes nothing, one with a reason runs, and the stand-in Graph must have received
+// exactly one removeAllAccessForUser for that user and chat; the reason is on the result card and
+// in /status. Then a Graph change notification of the outsider back in that chat must bring a
+// new approval card.
 // Usage: BOT=http://127.0.0.1:PORT PG=http://127.0.0.1:PORT node drive.mjs
 import WebSocket from 'ws';
 
@@ -70,11 +73,36 @@ const approve = card.content.actions.find((a) => a.type === 'Action.Execute' && 
 check('the card has an Approve button with the case id', !!approve && /^CW-/.test(approve.data.caseId));
 check('the card shows the audit evidence', JSON.stringify(card.content).includes('audit record 5d7c3b1e-0a4f-4e61-9b2d-7f8e9a0b1c2d'));
 
-// 3. Pressing Approve runs the removal through the stand-in Graph.
-const answer = await call('POST', `${PG}/_conversation/v1/invoke`, {
-  name: 'adaptiveCard/action', from: { id: me }, conversation: { id: thread }, replyToId: cardFrame.message.messageId,
-  value: { action: { type: 'Action.Execute', title: approve.title, verb: approve.verb, data: approve.data }, trigger: 'manual' },
-});
+// Universal Actions invokes as the local client sends them, from `user` (a user id of its config).
+function execute(user, verb, data, trigger = 'manual') {
+  return call('POST', `${PG}/_conversation/v1/invoke`, {
+    name: 'adaptiveCard/action', from: { id: user }, conversation: { id: thread }, replyToId: cardFrame.message.messageId,
+    value: { action: { type: 'Action.Execute', verb, data }, trigger },
+  });
+}
+const caseId = approve.data.caseId;
+const visible = (answer) => JSON.stringify((answer && answer.value) || answer);
+
+// 2a. Each viewer's own card (the `refresh` invoke Teams sends when the card is shown): an admin
+// gets the reason field and the buttons; a channel member who is not an admin, status only.
+const adele = config.users.find((u) => u.name === 'Adele Vance').id;
+const adminView = await execute(me, 'refresh', { chatwarden: 1, caseId, action: 'refresh' }, 'automatic');
+check('an approver refreshing the card sees Approve and the reason field',
+  /"verb":"approve"/.test(visible(adminView)) && /"type":"Input.Text"/.test(visible(adminView)), visible(adminView));
+const memberView = await execute(adele, 'refresh', { chatwarden: 1, caseId, action: 'refresh' }, 'automatic');
+check('a member who may not decide sees the status only',
+  /Waiting for approval/.test(visible(memberView)) && !/"verb":"approve"/.test(visible(memberView)), visible(memberView));
+
+// 2b. Approve without a reason: the card comes back with the field marked, nothing is decided.
+const noReason = await execute(me, approve.verb, approve.data);
+check('an approval without a reason brings the card back with the field marked',
+  /Nothing was decided/.test(visible(noReason)) && /"verb":"approve"/.test(visible(noReason)), visible(noReason));
+const early = (await call('GET', `${BOT}/_local/graph/calls`)).filter((c) => c.path.endsWith('/removeAllAccessForUser'));
+check('and Graph is not called', early.length === 0, JSON.stringify(early));
+
+// 3. Pressing Approve with a reason runs the removal through the stand-in Graph.
+const REASON = 'lure confirmed in the audit record';
+const answer = await execute(me, approve.verb, { ...approve.data, reason: REASON });
 check('the invoke answers with the updated card', answer.type === 'application/vnd.microsoft.card.adaptive', JSON.stringify(answer));
 let removals = [];
 for (let i = 0; i < 100 && removals.length === 0; i += 1) {
@@ -89,12 +117,13 @@ check('for the user found in the audit evidence', removal.body.user && removal.b
 check('Graph answered 204', removal.status === 204);
 const done = await nextFrame((f) => f.action === 'updateMessage' && JSON.stringify(f.message.attachments || []).includes('Done: Remove user from chat'));
 check('the card is updated for everyone with the outcome', !!done);
+check('the result card shows the reason', JSON.stringify(done.message.attachments).includes(REASON), JSON.stringify(done.message.attachments));
+const status = await say(channel, bot, me, `/status ${caseId}`);
+const statusReply = await nextFrame((f) => f.action === 'createMessage' && f.actionConversationId === status.postConversationId);
+check('/status shows the decision with its reason', JSON.stringify(statusReply.message).includes(REASON), JSON.stringify(statusReply.message));
 
 // 4. A second press changes nothing.
-await call('POST', `${PG}/_conversation/v1/invoke`, {
-  name: 'adaptiveCard/action', from: { id: me }, conversation: { id: thread }, replyToId: cardFrame.message.messageId,
-  value: { action: { type: 'Action.Execute', title: approve.title, verb: approve.verb, data: approve.data }, trigger: 'manual' },
-});
+await execute(me, approve.verb, { ...approve.data, reason: REASON });
 await new Promise((r) => setTimeout(r, 500));
 const after = (await call('GET', `${BOT}/_local/graph/calls`)).filter((c) => c.path.endsWith('/removeAllAccessForUser'));
 check('a second press calls Graph no more', after.length === 1, JSON.stringify(after));

@@ -19,7 +19,11 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+# Two of the local client's users are admins (Alex Wilber, the signed-in user, and Megan Bowen);
+# the others are channel members who may only look. Every decision needs a reason, as in `serve`.
 CHATWARDEN_BIND="127.0.0.1:$bot_port" CHATWARDEN_DATABASE_URL="sqlite://$work/chatwarden.db" \
+  CHATWARDEN_ADMINS="00000000-0000-0000-0000-0000000000020,00000000-0000-0000-0000-0000000000021" \
+  CHATWARDEN_REQUIRE_REASON=true \
   "$CARGO_TARGET_DIR/debug/chatwarden" dev >"$work/chatwarden.log" 2>&1 &
 pids+=($!)
 (cd "$work" && TEAMSAPPTESTER_BROWSER=none exec node "$cache/node_modules/@microsoft/m365agentsplayground/cli.js" \
