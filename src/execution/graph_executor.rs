@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use super::{CaseExecutor, ProgressSink, TargetResult};
+use super::{CaseExecutor, ProgressSink, Report, TargetResult};
 use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
 use crate::graph::{
     BatchItem, BatchOutcome, GraphAnswer, GraphClient, GraphFailure, GraphReceipt, MAX_BATCH, remove_access_body, remove_access_path,
@@ -229,8 +229,8 @@ impl GraphExecutor {
 
     /// Runs many targets through `$batch`, paced to Graph's limit; throttled items go back in
     /// the queue until their `Retry-After` has passed, and are paced like every other send.
-    /// Each round's answers go to `progress` before the next request; when it says stop (the
-    /// lease is gone), the run ends with the targets answered so far.
+    /// Each round's answers go to `progress` before the next request; only those it did not
+    /// record are kept and returned. When it says stop (the lease is gone), the run ends there.
     async fn batched(
         &self,
         kind: CaseKind,
@@ -253,15 +253,15 @@ impl GraphExecutor {
                 _ => BatchItem { id: index.to_string(), method: "POST", url: revoke_path(oid), body: None },
             }
         };
-        let result_at = |index: usize, finals: &[Option<GraphOutcome>]| {
+        let result_of = |index: usize, outcome: GraphOutcome| {
             let (target, oid) = &work[index];
-            let outcome = finals[index].clone().unwrap_or((0, "never sent".into(), None));
             target_result(kind, target, oid.clone(), outcome)
         };
         let start = tokio::time::Instant::now();
         // (index into work, attempts so far, not before); kept in not-before order.
         let mut queue: VecDeque<(usize, u32, tokio::time::Instant)> = (0..work.len()).map(|i| (i, 0, start)).collect();
-        let mut finals: Vec<Option<GraphOutcome>> = vec![None; work.len()];
+        // Outcomes the sink did not record; recorded ones are not kept, so memory stays flat.
+        let mut kept: Vec<TargetResult> = Vec::new();
         let mut pacer = Pacer::new(self.items_per_second);
         let mut refreshed = false;
         while let Some(&(_, _, first_ready)) = queue.front() {
@@ -275,7 +275,7 @@ impl GraphExecutor {
             let sending: Vec<(usize, u32, tokio::time::Instant)> = queue.drain(..room.min(ready)).collect();
             pacer.sent(sending.len());
             let items: Vec<BatchItem> = sending.iter().map(|(i, _, _)| item(*i)).collect();
-            let mut answered = Vec::with_capacity(sending.len());
+            let mut round = Vec::with_capacity(sending.len());
             let outcomes = match self.graph.batch_once(token, version, &items).await {
                 Ok(outcomes) => outcomes,
                 // A refused token refuses every item: handled below like per-item 401s.
@@ -291,8 +291,7 @@ impl GraphExecutor {
                     .collect(),
                 Err(failure) => {
                     for (i, _, _) in &sending {
-                        finals[*i] = Some((failure.status, failure.code.clone(), failure.receipt.clone()));
-                        answered.push(*i);
+                        round.push(result_of(*i, (failure.status, failure.code.clone(), failure.receipt.clone())));
                     }
                     Vec::new()
                 }
@@ -305,8 +304,7 @@ impl GraphExecutor {
                 } else if outcome.status == 401 && !refreshed {
                     unauthorised.push((i, attempts, tokio::time::Instant::now()));
                 } else {
-                    finals[i] = Some((outcome.status, outcome.code, outcome.receipt));
-                    answered.push(i);
+                    round.push(result_of(i, (outcome.status, outcome.code, outcome.receipt)));
                 }
             }
             if !unauthorised.is_empty() {
@@ -317,8 +315,7 @@ impl GraphExecutor {
                     }
                 } else {
                     for (i, _, _) in unauthorised {
-                        finals[i] = Some((401, "sign-in expired".into(), None));
-                        answered.push(i);
+                        round.push(result_of(i, (401, "sign-in expired".into(), None)));
                     }
                 }
             }
@@ -327,12 +324,17 @@ impl GraphExecutor {
             // Durable before the next request: a restart sends only what is still unanswered.
             let now = tokio::time::Instant::now();
             progress.waiting(queue.iter().filter(|(_, attempts, at)| *attempts > 0 && *at > now).count());
-            let round: Vec<TargetResult> = answered.iter().map(|&i| result_at(i, &finals)).collect();
-            if !progress.finished(&round).await {
-                return (0..work.len()).filter(|&i| finals[i].is_some()).map(|i| result_at(i, &finals)).collect();
+            match progress.finished(&round).await {
+                Report::Recorded => {}
+                Report::NotRecorded => kept.append(&mut round),
+                Report::Stop => {
+                    kept.append(&mut round);
+                    break;
+                }
             }
         }
-        (0..work.len()).map(|i| result_at(i, &finals)).collect()
+        kept.sort_unstable_by_key(|r| r.position);
+        kept
     }
 
     /// Drops the approver's cached token and fetches a fresh one; false when there is none.

@@ -20,7 +20,7 @@ mod runner;
 pub(crate) use card_updater::CardUpdater;
 pub use graph_executor::GraphExecutor;
 pub(crate) use graph_executor::explain;
-pub use progress::{ProgressSink, RecordedProgress, Unrecorded};
+pub use progress::{ProgressSink, RecordedProgress, Report, Unrecorded};
 pub(crate) use reminders::{ReminderSettings, Reminders};
 pub use runner::{CaseExecutor, TargetResult};
 pub(crate) use runner::{CaseObserver, CaseRunner};

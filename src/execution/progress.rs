@@ -4,8 +4,7 @@
 //! same reports drive the card's progress line, updated at most once per interval (Teams limits
 //! how often a bot may edit one message).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,12 +14,22 @@ use super::CaseObserver;
 use crate::cases::{TargetResult, now_ms};
 use crate::store::Store;
 
+/// What a sink did with a round of final outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// Durable: the executor need not keep them.
+    Recorded,
+    /// Not recorded (no store, or it failed): the executor keeps them and returns them at the end.
+    NotRecorded,
+    /// The lease is gone and another runner owns the case: the run stops here.
+    Stop,
+}
+
 /// Where an executor reports outcomes while a case runs.
 #[async_trait]
 pub trait ProgressSink: Send + Sync {
-    /// Outcomes that are final. `false` means the run must stop: its lease is gone and another
-    /// runner owns the case now.
-    async fn finished(&self, results: &[TargetResult]) -> bool;
+    /// Outcomes that are final, and what became of them.
+    async fn finished(&self, results: &[TargetResult]) -> Report;
 
     /// How many targets are waiting on Graph's `Retry-After` right now.
     fn waiting(&self, targets: usize);
@@ -31,8 +40,8 @@ pub struct Unrecorded;
 
 #[async_trait]
 impl ProgressSink for Unrecorded {
-    async fn finished(&self, _results: &[TargetResult]) -> bool {
-        true
+    async fn finished(&self, _results: &[TargetResult]) -> Report {
+        Report::NotRecorded
     }
 
     fn waiting(&self, _targets: usize) {}
@@ -45,7 +54,6 @@ pub struct RecordedProgress {
     case_id: String,
     owner: String,
     lease_ms: i64,
-    recorded: Mutex<HashSet<i64>>,
     changes: watch::Sender<usize>,
 }
 
@@ -54,41 +62,31 @@ impl RecordedProgress {
     /// receiver sees each change.
     pub fn new(store: Store, case_id: &str, owner: &str, lease_ms: i64) -> (Self, watch::Receiver<usize>) {
         let (changes, receiver) = watch::channel(0);
-        let sink =
-            Self { store, case_id: case_id.to_owned(), owner: owner.to_owned(), lease_ms, recorded: Mutex::new(HashSet::new()), changes };
+        let sink = Self { store, case_id: case_id.to_owned(), owner: owner.to_owned(), lease_ms, changes };
         (sink, receiver)
-    }
-
-    /// The results of `all` that this sink has not recorded yet.
-    pub(crate) fn unrecorded(&self, all: Vec<TargetResult>) -> Vec<TargetResult> {
-        let recorded = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        all.into_iter().filter(|r| !recorded.contains(&r.position)).collect()
     }
 }
 
 #[async_trait]
 impl ProgressSink for RecordedProgress {
-    async fn finished(&self, results: &[TargetResult]) -> bool {
+    async fn finished(&self, results: &[TargetResult]) -> Report {
         if results.is_empty() {
-            return true;
+            return Report::Recorded;
         }
         let now = now_ms();
         match self.store.record_targets(&self.case_id, &self.owner, results, now + self.lease_ms, now).await {
             Ok(Some(_)) => {
-                let mut recorded = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                recorded.extend(results.iter().map(|r| r.position));
-                drop(recorded);
                 self.changes.send_modify(|_| {});
-                true
+                Report::Recorded
             }
             Ok(None) => {
                 tracing::warn!(case.id = %self.case_id, "lost the execution lease mid-run; stopping and leaving the rest to its new owner");
-                false
+                Report::Stop
             }
             Err(err) => {
                 // Not fatal: the runner records whatever is still unrecorded when the run ends.
                 tracing::error!(case.id = %self.case_id, error = %err, "could not record target outcomes as they came");
-                true
+                Report::NotRecorded
             }
         }
     }

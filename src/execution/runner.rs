@@ -15,8 +15,8 @@ use crate::store::{Store, StoreError};
 /// Carries out a case's targets (the Graph calls).
 #[async_trait]
 pub trait CaseExecutor: Send + Sync {
-    /// Executes every pending target of `case` and returns every outcome; outcomes may also be
-    /// reported to `progress` as they come (and must stop when it says so).
+    /// Executes every pending target of `case`. Outcomes may be reported to `progress` as they
+    /// come (the run stops when it says so); every outcome it did not record is returned.
     async fn execute(&self, case: &Case, progress: &dyn ProgressSink) -> Vec<TargetResult>;
 }
 
@@ -72,7 +72,8 @@ impl CaseRunner {
         let (progress, changes) = RecordedProgress::new(self.store.clone(), &case.id, &self.owner, self.lease_ms());
         let shown =
             tokio::spawn(show_progress(self.store.clone(), Arc::clone(&self.observer), case.id.clone(), changes, self.progress_every));
-        let results = {
+        // What the executor returns is what it could not record as it went: recorded now.
+        let rest = {
             let execution = self.executor.execute(&case, &progress);
             tokio::pin!(execution);
             let mut renew = tokio::time::interval(self.lease / 3);
@@ -88,8 +89,6 @@ impl CaseRunner {
                 }
             }
         };
-        // What the executor did not report as it went is recorded now, under the same lease.
-        let rest = progress.unrecorded(results);
         drop(progress);
         if let Err(err) = shown.await {
             tracing::warn!(case.id = %case.id, error = %err, "the progress updater ended abnormally");

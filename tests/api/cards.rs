@@ -149,3 +149,21 @@ fn untrusted_text_cannot_add_links_or_formatting() {
     assert!(card.contains("click"), "{card}");
     assert!(!card.contains("**Admin**"));
 }
+
+#[test]
+fn a_running_bulk_case_shows_its_progress_on_a_valid_card() {
+    let mut case = sample(CaseState::Executing, 740, false);
+    case.kind = CaseKind::RemoveExternal;
+    for target in &mut case.targets[700..] {
+        target.status = TargetStatus::Pending;
+        target.graph_status = None;
+        target.detail = None;
+    }
+    case.targets[1].status = TargetStatus::Skipped;
+    let card = cards::progress_card(&case, 40);
+    assert_valid("progress", &card);
+    let text = card.to_string();
+    assert!(text.contains("700 of 740 targets: 350 done, 1 skipped, 349 failed; 40 waiting on Graph's Retry-After."), "{card:#}");
+    let idle = cards::progress_card(&case, 0).to_string();
+    assert!(idle.contains("349 failed.") && !idle.contains("waiting"), "{idle}");
+}

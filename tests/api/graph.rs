@@ -471,6 +471,47 @@ async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() 
     assert_eq!(results.iter().filter(|r| r.status == TargetStatus::Done).count(), 43);
 }
 
+/// A sink that records every round except the `unrecorded`-th (from 1), and notes what it saw.
+struct SinkFailingRound {
+    unrecorded: usize,
+    rounds: std::sync::Mutex<Vec<Vec<i64>>>,
+}
+
+#[async_trait::async_trait]
+impl chatwarden::execution::ProgressSink for SinkFailingRound {
+    async fn finished(&self, results: &[chatwarden::execution::TargetResult]) -> chatwarden::execution::Report {
+        let mut rounds = self.rounds.lock().unwrap();
+        rounds.push(results.iter().map(|r| r.position).collect());
+        if rounds.len() == self.unrecorded { chatwarden::execution::Report::NotRecorded } else { chatwarden::execution::Report::Recorded }
+    }
+
+    fn waiting(&self, _targets: usize) {}
+}
+
+#[tokio::test]
+async fn a_bulk_run_keeps_only_the_outcomes_its_sink_could_not_record_and_returns_them() {
+    let fx = fx().await;
+    mount_approver_token(&fx).await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/$batch"))
+        .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) })
+        .mount(&fx.graph_server)
+        .await;
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
+    let sink = SinkFailingRound { unrecorded: 2, rounds: Default::default() };
+    let results = executor.execute(&bulk_case(45), &sink).await;
+    let rounds = sink.rounds.lock().unwrap().clone();
+    // Paced to 30 items/s: 20, 10, then 15; every outcome was reported once.
+    assert_eq!(rounds.iter().map(Vec::len).collect::<Vec<_>>(), [20, 10, 15]);
+    let mut reported: Vec<i64> = rounds.iter().flatten().copied().collect();
+    reported.sort_unstable();
+    assert_eq!(reported, (0..45).collect::<Vec<i64>>());
+    // Only the round the sink could not record comes back, for the runner to record.
+    let returned: Vec<i64> = results.iter().map(|r| r.position).collect();
+    assert_eq!(returned, rounds[1]);
+    assert_eq!(results.iter().filter(|r| r.status == TargetStatus::Done).count(), 10);
+}
+
 #[tokio::test]
 async fn a_401_from_graph_evicts_the_token_and_retries_once_with_a_fresh_one() {
     let fx = fx().await;
