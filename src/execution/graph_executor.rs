@@ -260,7 +260,8 @@ impl GraphExecutor {
         let start = tokio::time::Instant::now();
         // (index into work, attempts so far, not before); kept in not-before order.
         let mut queue: VecDeque<(usize, u32, tokio::time::Instant)> = (0..work.len()).map(|i| (i, 0, start)).collect();
-        // Outcomes the sink did not record; recorded ones are not kept, so memory stays flat.
+        // Outcomes the sink did not record; recorded ones are dropped at once, so the run holds
+        // no result per target.
         let mut kept: Vec<TargetResult> = Vec::new();
         let mut pacer = Pacer::new(self.items_per_second);
         let mut refreshed = false;
