@@ -85,17 +85,8 @@ async fn done_in_database(database: &mut sqlx::PgConnection) -> usize {
     usize::try_from(done).unwrap()
 }
 
-async fn done_count(store: &Store, ids: &[String]) -> usize {
-    let mut done = 0;
-    for id in ids {
-        if store.case(id).await.unwrap().is_some_and(|c| c.state == chatwarden::cases::CaseState::Done) {
-            done += 1;
-        }
-    }
-    done
-}
-
-/// Sends one approval per case (to `targets(i)`), `in_flight` at once, and waits until every
+/// Sends one approval per case (to the replicas in turn, or to all of them with `to_both`),
+/// `in_flight` at once, and waits until every
 /// case is done. Returns cases per second.
 async fn run(
     replicas: &[String],
@@ -220,7 +211,6 @@ async fn main() {
         let ids = proposed_cases(&store, n, label).await;
         calls.lock().unwrap().clear();
         let rate = run(&addresses[..count], to_both, &service_url, &store, &ids, in_flight, &token, &mut database).await;
-        assert_eq!(done_count(&store, &ids).await, n);
         let calls = calls.lock().unwrap().clone();
         let twice = calls.values().filter(|c| **c > 1).count();
         let total: usize = calls.values().sum();
