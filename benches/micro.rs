@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the hot paths: token validation with a cached key, activity parse,
-//! command parse, card build, audit record parse. `cargo bench --bench micro`.
+//! command parse, card build, audit record parse, the request's log context. `cargo bench --bench micro`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -169,5 +169,48 @@ fn notifications(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, token_validation, parsing, cards, notifications);
+/// What a request costs the log at the default level when nothing inside it logs: a tracing span
+/// with the four request fields under the stock JSON log (how requests were logged until
+/// 2026-12-02), against the task-local `RequestContext` that replaced it. Both draw the v4
+/// request id.
+fn request_context(c: &mut Criterion) {
+    let peer: std::net::SocketAddr = ([127, 0, 0, 1], 50_412).into();
+    let method = actix_web::http::Method::POST;
+    let uri = actix_web::http::Uri::from_static("/api/messages");
+    let subscriber = || {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::io::sink)
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish()
+    };
+    tracing::subscriber::with_default(subscriber(), || {
+        c.bench_function("request log context at info: a tracing span (JSON log)", |b| {
+            b.iter(|| {
+                let span = tracing::info_span!(
+                    "HTTP request",
+                    http.method = %method,
+                    url.path = uri.path(),
+                    client.address = tracing::field::display(peer),
+                    request_id = tracing::field::display(uuid::Uuid::new_v4()),
+                );
+                let entered = span.enter();
+                black_box(&entered);
+            })
+        });
+    });
+    tracing::subscriber::with_default(subscriber(), || {
+        c.bench_function("request log context at info: RequestContext (task-local)", |b| {
+            b.iter(|| {
+                let context = chatwarden::telemetry::RequestContext::new(method.clone(), uri.clone(), Some(peer));
+                context.sync_scope(|| black_box(1))
+            })
+        });
+    });
+}
+
+criterion_group!(benches, token_validation, parsing, cards, notifications, request_context);
 criterion_main!(benches);

@@ -7,14 +7,11 @@ mod error;
 mod health;
 mod messages;
 mod notifications;
-mod request_span;
+mod request_context;
 
 use std::sync::Arc;
 
-use actix_web::dev::Service as _;
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpMessage as _, HttpResponse, web};
-use tracing_actix_web::{RequestId, TracingLogger};
+use actix_web::{HttpResponse, web};
 
 use crate::alerts::AuditIngest;
 use crate::bot::Bot;
@@ -26,7 +23,6 @@ use crate::store::Store;
 pub(crate) use alerts::AlertIntake;
 pub use error::ApiError;
 pub(crate) use notifications::NotificationEndpoint;
-pub(crate) use request_span::RequestSpan;
 
 /// Shared state of the running service (cheap to clone: every field is shared).
 #[derive(Clone)]
@@ -117,18 +113,5 @@ pub(crate) fn build_app(
         InitError = (),
     >,
 > {
-    actix_web::App::new()
-        .wrap_fn(|req, srv| {
-            let fut = srv.call(req);
-            async move {
-                let mut res = fut.await?;
-                let id = res.request().extensions().get::<RequestId>().map(|id| id.to_string());
-                if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-                    res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
-                }
-                Ok(res)
-            }
-        })
-        .wrap(TracingLogger::<RequestSpan>::new())
-        .configure(configure(&state))
+    actix_web::App::new().wrap_fn(request_context::in_request_context).configure(configure(&state))
 }
