@@ -88,6 +88,12 @@ mod tests {
         let writer = capture.clone();
         let filter = tracing_subscriber::EnvFilter::new(level.as_str().to_ascii_lowercase());
         let subscriber = crate::telemetry::json_subscriber(filter, move || writer.clone());
+        let (status, id) = serve_under(subscriber, uri).await;
+        (status, id, capture.lines())
+    }
+
+    /// Serves one request under `subscriber`; returns the status and the `x-request-id` header.
+    async fn serve_under(subscriber: impl tracing::Subscriber + Send + Sync + 'static, uri: &str) -> (u16, String) {
         let _guard = tracing::subscriber::set_default(subscriber);
         let app = test::init_service(
             App::new()
@@ -113,7 +119,7 @@ mod tests {
         let id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         drop(response);
         tracing::info!("after the request");
-        (status, id, capture.lines())
+        (status, id)
     }
 
     #[actix_web::test]
@@ -139,6 +145,25 @@ mod tests {
         }
         let (_, other, _) = serve("/work", tracing::Level::INFO).await;
         assert_ne!(other, id);
+    }
+
+    #[actix_web::test]
+    async fn local_mode_text_lines_end_with_the_request() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = crate::telemetry::text_subscriber(tracing_subscriber::EnvFilter::new("info"), move || writer.clone());
+        let (status, id) = serve_under(subscriber, "/work?code=auth-code-never-logged").await;
+        assert_eq!(status, 200);
+        let bytes = capture.0.lock().map(|b| b.clone()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("auth-code-never-logged"), "{text}");
+        let line = |message: &str| text.lines().find(|l| l.contains(message)).unwrap_or_else(|| panic!("{message}: {text}")).to_owned();
+        assert!(
+            line("working").ends_with(&format!("http.method=POST url.path=/work client.address=192.0.2.7:4242 request_id={id}")),
+            "{text}"
+        );
+        assert!(!line("after the request").contains("request_id"), "{text}");
+        assert!(!line("spawned").contains("request_id"), "{text}");
     }
 
     #[actix_web::test]

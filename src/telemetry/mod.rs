@@ -25,7 +25,7 @@ pub(crate) fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
         LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).compact().finish().try_init(),
+        LogFormat::Text => text_subscriber(filter, std::io::stderr).try_init(),
     };
     if let Err(err) = result {
         eprintln!("logging already initialised: {err}");
@@ -45,6 +45,15 @@ where
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .map_event_format(WithRequest)
+        .map_event_format(WithRequest::json)
         .finish()
+}
+
+/// The text log of local mode: compact lines, each ending with the request it was written in (if
+/// any).
+pub(crate) fn text_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).compact().map_event_format(WithRequest::text).finish()
 }

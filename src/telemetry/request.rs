@@ -1,5 +1,5 @@
 //! The request a log line was written in: kept in a task-local while the request is served, and
-//! written into each JSON line logged inside it, as the line's `span`.
+//! written into each line logged inside it (the JSON line's `span` object; the end of a text line).
 //!
 //! A tracing span per request did this before, and cost every request whether or not anything
 //! inside it logged: the span registered, its four fields formatted to JSON text, entered and left
@@ -55,6 +55,12 @@ impl RequestContext {
         CURRENT.scope(self, work).await
     }
 
+    /// The request as `name=value` pairs, for the end of a text line.
+    fn as_text(&self) -> String {
+        let peer = self.peer.map(|peer| format!(" client.address={peer}")).unwrap_or_default();
+        format!("http.method={} url.path={}{peer} request_id={}", self.method, self.uri.path(), self.id)
+    }
+
     /// The `span` object of a line, with the names the request span used.
     fn as_json(&self) -> serde_json::Result<String> {
         #[derive(Serialize)]
@@ -78,9 +84,24 @@ impl RequestContext {
     }
 }
 
-/// An event format that writes what `inner` writes (a JSON object per line) with the current
-/// request, if any, added as the object's `span` member.
-pub(crate) struct WithRequest<F>(pub(crate) F);
+/// An event format that writes what `inner` writes with the current request, if any, added: as
+/// the `span` member of a JSON line, or at the end of a text line.
+pub(crate) struct WithRequest<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<F> WithRequest<F> {
+    /// Adds the request to `inner`'s JSON lines.
+    pub(crate) fn json(inner: F) -> Self {
+        Self { inner, json: true }
+    }
+
+    /// Adds the request to the end of `inner`'s text lines.
+    pub(crate) fn text(inner: F) -> Self {
+        Self { inner, json: false }
+    }
+}
 
 impl<S, N, F> FormatEvent<S, N> for WithRequest<F>
 where
@@ -91,13 +112,17 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let in_request = CURRENT.try_with(|request| {
             let mut line = String::with_capacity(256);
-            self.0.format_event(ctx, Writer::new(&mut line), event)?;
-            let span = request.as_json().map_err(|_| fmt::Error)?;
-            write_with_member(&mut writer, &line, "span", &span)
+            self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+            if self.json {
+                let span = request.as_json().map_err(|_| fmt::Error)?;
+                write_with_member(&mut writer, &line, "span", &span)
+            } else {
+                write_with_suffix(&mut writer, &line, &request.as_text())
+            }
         });
         match in_request {
             Ok(written) => written,
-            Err(_outside_any_request) => self.0.format_event(ctx, writer, event),
+            Err(_outside_any_request) => self.inner.format_event(ctx, writer, event),
         }
     }
 }
@@ -113,9 +138,15 @@ fn write_with_member(out: &mut impl fmt::Write, line: &str, name: &str, value: &
     write!(out, "{{{members}{separator}\"{name}\":{value}}}{}", &line[object.len()..])
 }
 
+/// Writes `line` with ` suffix` added before its line break.
+fn write_with_suffix(out: &mut impl fmt::Write, line: &str, suffix: &str) -> fmt::Result {
+    let text = line.trim_end_matches(['\r', '\n']);
+    write!(out, "{text} {suffix}{}", &line[text.len()..])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::write_with_member;
+    use super::{write_with_member, write_with_suffix};
 
     fn with_member(line: &str) -> String {
         let mut out = String::new();
@@ -131,5 +162,12 @@ mod tests {
         );
         assert_eq!(with_member("{}\n"), "{\"span\":{\"a\":1}}\n");
         assert_eq!(with_member("not an object\n"), "not an object\n");
+    }
+
+    #[test]
+    fn a_text_line_ends_with_the_request_before_its_line_break() {
+        let mut out = String::new();
+        write_with_suffix(&mut out, "INFO chatwarden: working\n", "url.path=/work").unwrap();
+        assert_eq!(out, "INFO chatwarden: working url.path=/work\n");
     }
 }
