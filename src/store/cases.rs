@@ -8,6 +8,7 @@
 //! held, in the same transaction. Decisions and expiry are in `decisions.rs`, execution in
 //! `leases.rs`.
 
+use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
@@ -197,15 +198,19 @@ impl Store {
         let row = sqlx::query(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
         let Some(row) = row else { return Ok(None) };
         let mut case = case_from_row(&row)?;
-        let targets = sqlx::query(
+        // Row by row: a case of 10,000 targets never has all its rows and all its targets in
+        // memory at once (BENCHMARKS.md, "Memory during a run").
+        let mut targets = sqlx::query(
             "SELECT position, thread_id, user_ref, user_oid, user_tenant_id, display_name, status, graph_status, detail, \
              graph_code, graph_request_id, client_request_id, graph_date \
              FROM case_targets WHERE case_id = $1 ORDER BY position",
         )
         .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        case.targets = targets.iter().map(target_from_row).collect::<Result<_, _>>()?;
+        .fetch(&self.pool);
+        while let Some(row) = targets.try_next().await? {
+            case.targets.push(target_from_row(&row)?);
+        }
+        drop(targets);
         case.evidence = sqlx::query_scalar("SELECT audit_record_id FROM case_evidence WHERE case_id = $1 ORDER BY audit_record_id")
             .bind(id)
             .fetch_all(&self.pool)
