@@ -6,8 +6,11 @@
 //! the limits allow and with a one-call-at-a-time loop (the published PowerShell sample's
 //! approach). `cargo bench --bench bulk_removal`; without `--bench` it runs a 40-target smoke run.
 //! `BULK_TARGETS=10000` sets the size (a quarter as many users, so Graph's 1/s per user still
-//! binds); `BULK_SKIP_LOOP=1` leaves out the one-call-at-a-time comparison. The process's peak
-//! RSS after the run is printed beside the RSS before it (the fake Graph keeps no requests).
+//! binds); `BULK_SKIP_LOOP=1` leaves out the one-call-at-a-time comparison. The case is created
+//! and approved by a child process (this benchmark run again), so the process that claims and
+//! runs it holds nothing of its creation: its RSS before the run is printed beside its peak RSS
+//! after it (the fake Graph in it keeps no requests). The run takes the pending targets from the
+//! store a page at a time, as `serve` does.
 //! `BULK_DATABASE=postgres` keeps the case in a fresh PostgreSQL database
 //! (`CHATWARDEN_TEST_POSTGRES_URL`) instead: the database's page cache is then in its own process,
 //! and the RSS is chatwarden's alone (SQLite's cache, up to 16 MiB per connection, is in ours).
@@ -17,10 +20,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, Decision, NewCase, NewTarget, Policy, TargetStatus, now_ms};
+use chatwarden::cases::{Actor, CaseKind, CaseSource, Decision, NewCase, NewTarget, Policy, now_ms};
 use chatwarden::config::RetryPolicy;
 use chatwarden::entra::app_token::AppTokenProvider;
-use chatwarden::execution::{CaseExecutor, GraphExecutor, RecordedProgress};
+use chatwarden::execution::{CaseExecutor, GraphExecutor, RecordedProgress, StoredTargets};
 use chatwarden::graph::GraphClient;
 use chatwarden::metrics::Metrics;
 use chatwarden::store::{Created, Store};
@@ -122,9 +125,8 @@ async fn start_fake_graph(limits: Arc<Mutex<Limits>>, latency: Duration) -> Stri
     format!("http://{address}")
 }
 
-/// The bulk case as the runner holds it: stored, approved and claimed in a SQLite database, so
-/// the run records every `$batch` answer as it comes, as `serve` does.
-async fn claimed_case(store: &Store, targets: usize, users: usize) -> Case {
+/// Stores and approves the bulk case; its id.
+async fn approved_case(store: &Store, targets: usize, users: usize) -> String {
     let requester = Actor { oid: "5a1d2c3b-1111-4a1b-9c2d-3e4f5a6b7c8d".into(), name: "Dana".into(), user_id: "29:dana".into() };
     let approver = Actor { oid: "0b7c4e2a-1111-4a1b-9c2d-3e4f5a6b7c8d".into(), name: "Sam".into(), user_id: "29:sam".into() };
     let new = NewCase {
@@ -149,7 +151,22 @@ async fn claimed_case(store: &Store, targets: usize, users: usize) -> Case {
     let Created::New(case) = store.create_case(&new, None, now_ms()).await.unwrap() else { panic!("case not created") };
     let policy = Policy { admins: None, require_second_approver: true, escalation_admins: Default::default() };
     store.decide(&case.id, &approver, Decision::Approve, None, &policy, now_ms()).await.unwrap();
-    store.claim_for_execution(&case.id, RUNNER, LEASE_MS, now_ms()).await.unwrap().expect("claimed")
+    case.id
+}
+
+/// Marks the line the child prints with the case's id.
+const CASE_LINE: &str = "bulk case: ";
+
+/// Runs this benchmark again to create and approve the case in `database`; the case's id.
+fn approved_case_in_child(database: &str) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(std::env::args().skip(1))
+        .env("BULK_CREATE_CASE_IN", database)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "the child could not create the case: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    stdout.lines().find_map(|line| line.strip_prefix(CASE_LINE)).expect("the child printed the case id").to_owned()
 }
 
 const RUNNER: &str = "bench-runner";
@@ -200,6 +217,13 @@ async fn main() {
         (true, None) => (1_000, 250, Duration::from_millis(50)),
         (false, _) => (40, 10, Duration::ZERO),
     };
+    if let Ok(database) = std::env::var("BULK_CREATE_CASE_IN") {
+        let store = Store::connect(&database).await.unwrap();
+        println!("{CASE_LINE}{}", approved_case(&store, targets, users).await);
+        return;
+    }
+    let database = database_url().await;
+    let case_id = approved_case_in_child(&database);
     let limits = Arc::new(Mutex::new(Limits::default()));
     let graph = start_fake_graph(Arc::clone(&limits), latency).await;
     let token_service = MockServer::start().await;
@@ -226,22 +250,23 @@ async fn main() {
     );
     let client = Arc::new(GraphClient::new(url::Url::parse(&graph).unwrap(), retry, metrics.clone()).unwrap());
     let executor = GraphExecutor::new(client.clone(), tokens);
-    let store = Store::connect(&database_url().await).await.unwrap();
-    let bulk = claimed_case(&store, targets, users).await;
+    let store = Store::connect(&database).await.unwrap();
+    let bulk = store.claim_for_execution(&case_id, RUNNER, LEASE_MS, now_ms()).await.unwrap().expect("claimed").case;
     let (progress, _changes) = RecordedProgress::new(store.clone(), &bulk.id, RUNNER, LEASE_MS);
 
     // The n-th request in a 1/s (or 30/s) stream can start at (n - 1) / rate seconds.
     let rss_before = memory("VmRSS:");
     let best = Duration::from_secs_f64(((targets - 1) as f64 / 30.0).max((targets / users - 1) as f64));
     let started = Instant::now();
-    let results = executor.execute(&bulk, &progress).await;
+    let results = executor.execute(&bulk, &StoredTargets::new(store.clone(), &bulk.id), &progress).await;
     let ours = started.elapsed();
     assert!(results.is_empty(), "every answer recorded as it came, so the executor kept none");
-    let done = store.case(&bulk.id).await.unwrap().unwrap().targets.iter().filter(|t| t.status == TargetStatus::Done).count();
+    let peak = memory("VmHWM:");
+    let done = store.case_summary(&bulk.id).await.unwrap().unwrap().tally.done;
     assert_eq!(done, targets, "every target removed and recorded");
     let throttled_ours = limits.lock().unwrap().throttled;
     let requests_ours = limits.lock().unwrap().requests;
-    println!("RSS before the run: {rss_before}; peak RSS after chatwarden's run: {}", memory("VmHWM:"));
+    println!("RSS before the run: {rss_before}; peak RSS after chatwarden's run: {peak}");
     if std::env::var("BULK_SKIP_LOOP").is_ok_and(|v| v == "1") {
         print_ours(targets, best, ours, requests_ours, throttled_ours);
         return;
@@ -251,7 +276,8 @@ async fn main() {
     *limits.lock().unwrap() = Limits::default();
     let token = SecretString::from("approver-token".to_owned());
     let started = Instant::now();
-    for target in &bulk.targets {
+    let every = store.case(&bulk.id).await.unwrap().unwrap().targets;
+    for target in &every {
         let status = client
             .remove_all_access(&token, target.thread_id.as_deref().unwrap(), target.user_oid.as_deref().unwrap(), TENANT)
             .await

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::cases::{Case, CaseEvent, CaseKind, CaseState, Decision, Target, TargetStatus};
+use crate::cases::{Case, CaseEvent, CaseKind, CaseState, CaseSummary, Decision, SUMMARY_TARGETS, Target, TargetStatus, TargetTally};
 
 /// Adaptive card schema version used by every card.
 pub(crate) const CARD_VERSION: &str = "1.5";
@@ -221,15 +221,17 @@ fn case_facts(case: &Case) -> Vec<(String, String)> {
     rows
 }
 
-const MAX_TARGET_LINES: usize = 15;
-
-fn target_block(case: &Case, line: fn(CaseKind, &Target) -> String) -> Vec<Value> {
-    let mut blocks = vec![text(format!("**Targets ({})**", case.targets.len()))];
-    for target in case.targets.iter().take(MAX_TARGET_LINES) {
+/// The targets heading (`total` of them), a line for each of the first [`SUMMARY_TARGETS`] and
+/// how many more there are.
+fn target_block(case: &Case, total: usize, line: fn(CaseKind, &Target) -> String) -> Vec<Value> {
+    let mut blocks = vec![text(format!("**Targets ({total})**"))];
+    let shown = case.targets.iter().take(SUMMARY_TARGETS.min(total));
+    let lines = shown.len();
+    for target in shown {
         blocks.push(text(format!("- {}", line(case.kind, target))));
     }
-    if case.targets.len() > MAX_TARGET_LINES {
-        blocks.push(text(format!("and {} more (see `/status {}`)", case.targets.len() - MAX_TARGET_LINES, case.id)));
+    if total > lines {
+        blocks.push(text(format!("and {} more (see `/status {}`)", total - lines, case.id)));
     }
     blocks
 }
@@ -248,7 +250,7 @@ pub fn approval_card_marked(case: &Case, require_reason: bool, problem: Option<&
         _ => format!("Approval needed: {}", case.kind.describe()),
     };
     let mut body = vec![heading(title), facts(case_facts(case))];
-    body.extend(target_block(case, target_line));
+    body.extend(target_block(case, case.targets.len(), target_line));
     if case.kind == CaseKind::RevokeSessions {
         body.push(text(REVOCATION_NOTE));
     }
@@ -276,7 +278,7 @@ pub fn waiting_card(case: &Case, note: Option<&str>) -> Value {
         _ => format!("Waiting for approval: {}", case.kind.describe()),
     };
     let mut body = vec![heading(title), facts(case_facts(case))];
-    body.extend(target_block(case, target_line));
+    body.extend(target_block(case, case.targets.len(), target_line));
     body.push(text(format!("An authorised admin decides before {}.", timestamp(case.expires_at))));
     if let Some(note) = note {
         body.push(text(note));
@@ -317,26 +319,29 @@ fn state_words(case: &Case, who: &str, when: &str) -> String {
 
 /// The card that replaces the approval card once a case is decided (and as it runs).
 pub fn result_card(case: &Case) -> Value {
-    result_card_with(case, None)
+    result_card_with(case, &TargetTally::of(&case.targets), None)
+}
+
+/// The result card of a case of any size, from its summary.
+pub fn summary_card(summary: &CaseSummary) -> Value {
+    result_card_with(&summary.case, &summary.tally, None)
 }
 
 /// A running case's card with its progress: what is recorded so far and how many targets
 /// `waiting` on Graph's `Retry-After`.
-pub fn progress_card(case: &Case, waiting: usize) -> Value {
-    result_card_with(case, Some(progress_line(case, waiting)))
+pub fn progress_card(summary: &CaseSummary, waiting: usize) -> Value {
+    result_card_with(&summary.case, &summary.tally, Some(progress_line(&summary.tally, waiting)))
 }
 
 /// "Progress: 40 of 1,000 targets: 35 done, 3 skipped, 2 failed; 20 waiting on Graph's Retry-After."
-fn progress_line(case: &Case, waiting: usize) -> String {
-    let count = |status: TargetStatus| case.targets.iter().filter(|t| t.status == status).count();
-    let (done, skipped, failed) = (count(TargetStatus::Done), count(TargetStatus::Skipped), count(TargetStatus::Failed));
+fn progress_line(tally: &TargetTally, waiting: usize) -> String {
     let mut line = format!(
         "**Progress:** {} of {} targets: {} done, {} skipped, {} failed",
-        thousands(done + skipped + failed),
-        thousands(case.targets.len()),
-        thousands(done),
-        thousands(skipped),
-        thousands(failed)
+        thousands(tally.recorded()),
+        thousands(tally.total()),
+        thousands(tally.done),
+        thousands(tally.skipped),
+        thousands(tally.failed)
     );
     if waiting > 0 {
         line.push_str(&format!("; {} waiting on Graph's Retry-After", thousands(waiting)));
@@ -358,7 +363,7 @@ fn thousands(n: usize) -> String {
     out
 }
 
-fn result_card_with(case: &Case, progress: Option<String>) -> Value {
+fn result_card_with(case: &Case, tally: &TargetTally, progress: Option<String>) -> Value {
     let title = match case.state {
         CaseState::Done => format!("Done: {}", case.kind.describe()),
         CaseState::Failed => format!("Failed: {}", case.kind.describe()),
@@ -369,9 +374,9 @@ fn result_card_with(case: &Case, progress: Option<String>) -> Value {
     let mut body = vec![heading(title), text(state_line(case))];
     body.extend(progress.map(text));
     body.push(facts(case_facts(case)));
-    body.extend(target_block(case, outcome_line));
+    body.extend(target_block(case, tally.total(), outcome_line));
     let mut actions = Vec::new();
-    if case.kind != CaseKind::RevokeSessions && case.executed() {
+    if case.kind != CaseKind::RevokeSessions && tally.executed(case.state) {
         body.push(text("Revoking the users' sign-in sessions is the usual next step."));
         let data = json!({ACTION_MARKER: 1, "caseId": case.id, "action": "revoke_sessions"});
         actions.push(button("Revoke sign-in sessions", "revoke_sessions", data, "default"));
@@ -387,7 +392,7 @@ pub(crate) fn case_card(case: &Case, require_reason: bool) -> Value {
 /// `/status <case>`: the case and its history.
 pub fn status_card(case: &Case, events: &[CaseEvent]) -> Value {
     let mut body = vec![heading(format!("Case {} ({})", case.id, case.state)), text(state_line(case)), facts(case_facts(case))];
-    body.extend(target_block(case, outcome_with_receipt));
+    body.extend(target_block(case, case.targets.len(), outcome_with_receipt));
     body.push(text("**History**"));
     for event in events.iter().rev().take(20).rev() {
         let who = event.actor_name.as_deref().map(plain).unwrap_or_else(|| "chatwarden".into());

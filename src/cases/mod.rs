@@ -1,5 +1,6 @@
 //! Cases: what is asked, who asked, who decided, what happened, and the state machine; the rules
-//! of who may decide are in `rules`, case ids in `id`. Free of HTTP and SQL.
+//! of who may decide are in `rules`, case ids in `id`, the tally of a case's targets in `tally`.
+//! Free of HTTP and SQL.
 //!
 //! States: `proposed -> approved -> executing -> done | failed`, or `proposed -> rejected |
 //! expired`. `rejected` and `expired` never execute; `done`, `failed`, `rejected` and `expired`
@@ -272,11 +273,7 @@ impl Case {
     /// Whether the case reached Graph for at least one target: `done`, or `failed` with a
     /// target done. Only such a case offers the "revoke sign-in sessions" follow-up.
     pub fn executed(&self) -> bool {
-        match self.state {
-            CaseState::Done => true,
-            CaseState::Failed => self.targets.iter().any(|t| t.status == TargetStatus::Done),
-            _ => false,
-        }
+        TargetTally::of(&self.targets).executed(self.state)
     }
 }
 
@@ -333,11 +330,13 @@ pub struct CaseEvent {
 
 mod id;
 mod rules;
+mod tally;
 
 pub use id::CaseId;
 pub(crate) use id::new_case_id;
+pub(crate) use rules::check_decision;
 pub use rules::{Decision, DecisionNote, EscalationAdmins, MAX_DECISION_REASON, Policy, Refusal};
-pub(crate) use rules::{check_decision, final_state};
+pub use tally::{CaseSummary, SUMMARY_TARGETS, TargetTally};
 
 /// Current time in Unix milliseconds.
 pub fn now_ms() -> i64 {

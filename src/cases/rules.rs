@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{Actor, Case, CaseState, Target, TargetStatus};
+use super::{Actor, Case, CaseState};
 
 /// An admin's decision on a proposed case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +142,6 @@ pub(crate) fn check_decision(case: &Case, actor: &Actor, decision: Decision, pol
         return Err(Refusal::OwnCase);
     }
     Ok(decision.target_state())
-}
-
-/// Final state of an executed case from its targets: `failed` if any failed, else `done`.
-pub(crate) fn final_state(targets: &[Target]) -> CaseState {
-    if targets.iter().any(|t| t.status == TargetStatus::Failed) { CaseState::Failed } else { CaseState::Done }
 }
 
 #[cfg(test)]

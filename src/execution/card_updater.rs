@@ -9,7 +9,7 @@ use crate::botframework::activity::OutgoingActivity;
 use crate::botframework::connector::ConnectorClient;
 use crate::botframework::service_url::{AllowedServiceUrl, HostAllowlist};
 use crate::cards;
-use crate::cases::{Case, CaseState};
+use crate::cases::{Case, CaseState, CaseSummary, TargetTally};
 
 use super::CaseObserver;
 
@@ -27,9 +27,9 @@ impl CardUpdater {
     }
 }
 
-fn outcome_text(case: &Case) -> Option<String> {
-    let done = case.targets.iter().filter(|t| t.status == crate::cases::TargetStatus::Done).count();
-    let total = case.targets.len();
+/// The line posted in the card's thread when a case ends, from its tally of targets.
+fn outcome_text(case: &Case, tally: &TargetTally) -> Option<String> {
+    let (done, total) = (tally.done, tally.total());
     match case.state {
         CaseState::Done => Some(format!("Case {} is done: {done} of {total} target(s) completed.", case.id)),
         CaseState::Failed => {
@@ -57,22 +57,34 @@ impl CardUpdater {
     }
 }
 
-#[async_trait]
-impl CaseObserver for CardUpdater {
-    async fn case_changed(&self, case: &Case) {
-        let Some(service_url) = self.replace_card(case, cards::case_card(case, self.require_reason)).await else { return };
+impl CardUpdater {
+    /// Replaces the case's card with `content` and posts the outcome in its thread when the case
+    /// ended.
+    async fn show(&self, case: &Case, tally: &TargetTally, content: serde_json::Value) {
+        let Some(service_url) = self.replace_card(case, content).await else { return };
         let Some(card) = &case.card else { return };
-        if let Some(text) = outcome_text(case) {
+        if let Some(text) = outcome_text(case, tally) {
             let message = OutgoingActivity::message(&card.conversation_id, text);
             if let Err(err) = self.connector.send_to_conversation(&service_url, &card.conversation_id, &message).await {
                 tracing::error!(case.id = %case.id, error = %err, "could not post the case outcome");
             }
         }
     }
+}
 
-    async fn progress(&self, case: &Case, waiting: usize) {
-        if case.state == CaseState::Executing {
-            self.replace_card(case, cards::progress_card(case, waiting)).await;
+#[async_trait]
+impl CaseObserver for CardUpdater {
+    async fn case_changed(&self, case: &Case) {
+        self.show(case, &TargetTally::of(&case.targets), cards::case_card(case, self.require_reason)).await;
+    }
+
+    async fn run_changed(&self, run: &CaseSummary) {
+        self.show(&run.case, &run.tally, cards::summary_card(run)).await;
+    }
+
+    async fn progress(&self, run: &CaseSummary, waiting: usize) {
+        if run.case.state == CaseState::Executing {
+            self.replace_card(&run.case, cards::progress_card(run, waiting)).await;
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+use super::pending::{Pages, PendingTargets};
 use super::{CaseExecutor, ProgressSink, Report, TargetResult};
 use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
 use crate::graph::{
@@ -122,7 +123,7 @@ impl Pacer {
     }
 }
 
-fn failed_all(targets: &[&Target], detail: &str) -> Vec<TargetResult> {
+fn failed_all(targets: &[Target], detail: &str) -> Vec<TargetResult> {
     targets
         .iter()
         .map(|t| TargetResult {
@@ -142,6 +143,12 @@ impl GraphExecutor {
     /// limit of `TENANT_WRITES_PER_SECOND`.
     pub fn new(graph: Arc<GraphClient>, tokens: Arc<DelegatedTokens>) -> Self {
         Self { graph, tokens, items_per_second: TENANT_WRITES_PER_SECOND }
+    }
+
+    /// The same executor pacing bulk writes to `items_per_second` instead: for running it where
+    /// Graph's limit is not what is measured (tests of what a run holds, not of its pace).
+    pub fn paced_at(self, items_per_second: usize) -> Self {
+        Self { items_per_second, ..self }
     }
 
     /// Runs `call` with the approver's token; on 401 evicts the cached token and retries once.
@@ -227,56 +234,63 @@ impl GraphExecutor {
         target_result(kind, target, oid, outcome_of(result))
     }
 
-    /// Runs many targets through `$batch`, paced to Graph's limit; throttled items go back in
-    /// the queue until their `Retry-After` has passed, and are paced like every other send.
-    /// Each round's answers go to `progress` before the next request; only those it did not
-    /// record are kept and returned. When it says stop (the lease is gone), the run ends there.
+    /// Runs a case's targets through `$batch`, paced to Graph's limit. `first` is the first
+    /// page, read and prepared; the next pages come from `pages` whenever fewer than a request's
+    /// worth are ready, while fewer than [`MAX_QUEUED`] wait. Throttled items go back in the queue
+    /// until their `Retry-After` has passed, and are paced like every other send. Each round's
+    /// answers go to `progress` before the next request; only those it did not record are kept
+    /// and returned. When it says stop (the lease is gone), the run ends there.
     async fn batched(
         &self,
         kind: CaseKind,
         approver: &Actor,
         token: &mut SecretString,
-        work: Vec<(&Target, String)>,
+        first: Prepared,
+        pages: &mut Pages<'_>,
         progress: &dyn ProgressSink,
     ) -> Vec<TargetResult> {
         let version = if kind == CaseKind::RevokeSessions { "v1.0" } else { self.graph.removal_version().as_str() };
         let max_attempts = self.graph.retry_policy().max_attempts.max(1);
-        let item = |index: usize| {
-            let (target, oid) = &work[index];
-            match (&target.thread_id, kind) {
-                (Some(thread), CaseKind::RemoveChat | CaseKind::RemoveExternal) => BatchItem {
-                    id: index.to_string(),
-                    method: "POST",
-                    url: remove_access_path(thread),
-                    body: Some(remove_access_body(oid, &target.user_tenant_id)),
-                },
-                _ => BatchItem { id: index.to_string(), method: "POST", url: revoke_path(oid), body: None },
-            }
+        let item = |work: &Work| match (&work.target.thread_id, kind) {
+            (Some(thread), CaseKind::RemoveChat | CaseKind::RemoveExternal) => BatchItem {
+                id: work.target.position.to_string(),
+                method: "POST",
+                url: remove_access_path(thread),
+                body: Some(remove_access_body(&work.oid, &work.target.user_tenant_id)),
+            },
+            _ => BatchItem { id: work.target.position.to_string(), method: "POST", url: revoke_path(&work.oid), body: None },
         };
-        let result_of = |index: usize, outcome: GraphOutcome| {
-            let (target, oid) = &work[index];
-            target_result(kind, target, oid.clone(), outcome)
-        };
-        let start = tokio::time::Instant::now();
-        // (index into work, attempts so far, not before); kept in not-before order.
-        let mut queue: VecDeque<(usize, u32, tokio::time::Instant)> = (0..work.len()).map(|i| (i, 0, start)).collect();
+        let result_of = |work: Work, outcome: GraphOutcome| target_result(kind, &work.target, work.oid, outcome);
+        // Kept in not-before order.
+        let mut queue: VecDeque<Queued> = VecDeque::new();
+        // Outcomes not yet handed to the sink: a round's answers, and the targets a page settled
+        // without Graph (skipped, not found).
+        let mut round = first.results;
+        enqueue(&mut queue, first.work);
         // Outcomes the sink did not record; recorded ones are dropped at once, so the run holds
         // no result per target.
         let mut kept: Vec<TargetResult> = Vec::new();
         let mut pacer = Pacer::new(self.items_per_second);
         let mut refreshed = false;
-        while let Some(&(_, _, first_ready)) = queue.front() {
+        loop {
             let now = tokio::time::Instant::now();
+            let ready = queue.iter().take_while(|queued| queued.not_before <= now).count();
+            if ready < MAX_BATCH && queue.len() < MAX_QUEUED && !pages.exhausted() {
+                let page = pages.next(PAGE).await;
+                let prepared = self.prepare(kind, approver, token, page).await;
+                round.extend(prepared.results);
+                enqueue(&mut queue, prepared.work);
+                continue;
+            }
+            let Some(first_ready) = queue.front().map(|queued| queued.not_before) else { break };
             if first_ready > now {
                 tokio::time::sleep_until(first_ready).await;
                 continue;
             }
-            let ready = queue.iter().take_while(|(_, _, at)| *at <= now).count();
             let room = pacer.room(ready.min(MAX_BATCH)).await;
-            let sending: Vec<(usize, u32, tokio::time::Instant)> = queue.drain(..room.min(ready)).collect();
+            let mut sending: Vec<Queued> = queue.drain(..room.min(ready)).collect();
             pacer.sent(sending.len());
-            let items: Vec<BatchItem> = sending.iter().map(|(i, _, _)| item(*i)).collect();
-            let mut round = Vec::with_capacity(sending.len());
+            let items: Vec<BatchItem> = sending.iter().map(|queued| item(&queued.work)).collect();
             let outcomes = match self.graph.batch_once(token, version, &items).await {
                 Ok(outcomes) => outcomes,
                 // A refused token refuses every item: handled below like per-item 401s.
@@ -290,52 +304,77 @@ impl GraphExecutor {
                         receipt: failure.receipt.clone(),
                     })
                     .collect(),
+                // Any other failure of the whole request (after the client's own retries) is final
+                // for every item in it.
                 Err(failure) => {
-                    for (i, _, _) in &sending {
-                        round.push(result_of(*i, (failure.status, failure.code.clone(), failure.receipt.clone())));
+                    for queued in sending.drain(..) {
+                        round.push(result_of(queued.work, (failure.status, failure.code.clone(), failure.receipt.clone())));
                     }
                     Vec::new()
                 }
             };
             let mut unauthorised = Vec::new();
-            for ((i, attempts, _), outcome) in sending.into_iter().zip(outcomes) {
-                if outcome.retryable() && attempts + 1 < max_attempts {
-                    let wait = outcome.retry_after.unwrap_or_else(|| crate::outbound::backoff(&self.graph.retry_policy(), attempts + 1));
-                    queue.push_back((i, attempts + 1, tokio::time::Instant::now() + wait));
+            for (queued, outcome) in sending.into_iter().zip(outcomes) {
+                if outcome.retryable() && queued.attempts + 1 < max_attempts {
+                    let wait =
+                        outcome.retry_after.unwrap_or_else(|| crate::outbound::backoff(&self.graph.retry_policy(), queued.attempts + 1));
+                    queue.push_back(Queued { attempts: queued.attempts + 1, not_before: tokio::time::Instant::now() + wait, ..queued });
                 } else if outcome.status == 401 && !refreshed {
-                    unauthorised.push((i, attempts, tokio::time::Instant::now()));
+                    unauthorised.push(Queued { not_before: tokio::time::Instant::now(), ..queued });
                 } else {
-                    round.push(result_of(i, (outcome.status, outcome.code, outcome.receipt)));
+                    round.push(result_of(queued.work, (outcome.status, outcome.code, outcome.receipt)));
                 }
             }
             if !unauthorised.is_empty() {
                 refreshed = true;
                 if self.refresh_token(approver, token).await {
-                    for entry in unauthorised.into_iter().rev() {
-                        queue.push_front(entry);
+                    for queued in unauthorised.into_iter().rev() {
+                        queue.push_front(queued);
                     }
                 } else {
-                    for (i, _, _) in unauthorised {
-                        round.push(result_of(i, (401, "sign-in expired".into(), None)));
+                    for queued in unauthorised {
+                        round.push(result_of(queued.work, (401, "sign-in expired".into(), None)));
                     }
                 }
             }
             // Keep the queue in not-before order (re-queued items may be due earlier than others).
-            queue.make_contiguous().sort_by_key(|(_, _, at)| *at);
+            queue.make_contiguous().sort_by_key(|queued| queued.not_before);
             // Durable before the next request: a restart sends only what is still unanswered.
             let now = tokio::time::Instant::now();
-            progress.waiting(queue.iter().filter(|(_, attempts, at)| *attempts > 0 && *at > now).count());
-            match progress.finished(&round).await {
-                Report::Recorded => {}
-                Report::NotRecorded => kept.append(&mut round),
-                Report::Stop => {
-                    kept.append(&mut round);
-                    break;
-                }
+            progress.waiting(queue.iter().filter(|queued| queued.attempts > 0 && queued.not_before > now).count());
+            if hand_over(progress, &mut round, &mut kept).await == Report::Stop {
+                return sorted(kept);
             }
         }
-        kept.sort_unstable_by_key(|r| r.position);
-        kept
+        hand_over(progress, &mut round, &mut kept).await;
+        sorted(kept)
+    }
+
+    /// What a page of targets needs before Graph: each target's object id (looked up for a
+    /// UPN), or its outcome when there is nothing to send (not in the directory, the approver's
+    /// own sessions).
+    async fn prepare(&self, kind: CaseKind, approver: &Actor, token: &mut SecretString, page: Vec<Target>) -> Prepared {
+        let mut prepared = Prepared { work: Vec::with_capacity(page.len()), results: Vec::new() };
+        for target in page {
+            // Revoking the approver's own sessions would cut the run short: skip and list them.
+            if kind == CaseKind::RevokeSessions && target.user_oid.as_deref().is_some_and(|oid| oid.eq_ignore_ascii_case(&approver.oid)) {
+                prepared.results.push(TargetResult {
+                    position: target.position,
+                    status: TargetStatus::Skipped,
+                    graph_status: None,
+                    detail: "skipped: these are the approver's own sessions (revoke them separately)".into(),
+                    user_oid: Some(approver.oid.clone()),
+                    graph_code: None,
+                    receipt: None,
+                });
+                continue;
+            }
+            match self.resolve(approver, token, &target).await {
+                Ok(oid) => prepared.work.push(Work { target, oid }),
+                Err(result) => prepared.results.push(result),
+            }
+        }
+        prepared
     }
 
     /// Drops the approver's cached token and fetches a fresh one; false when there is none.
@@ -353,50 +392,102 @@ impl GraphExecutor {
 
 #[async_trait]
 impl CaseExecutor for GraphExecutor {
-    async fn execute(&self, case: &Case, progress: &dyn ProgressSink) -> Vec<TargetResult> {
-        let pending: Vec<&Target> = case.targets.iter().filter(|t| t.status == TargetStatus::Pending).collect();
+    async fn execute(&self, case: &Case, targets: &dyn PendingTargets, progress: &dyn ProgressSink) -> Vec<TargetResult> {
+        let mut pages = Pages::new(targets, &case.id);
+        let first = pages.next(PAGE).await;
         let Some(approver) = &case.approver else {
-            return failed_all(&pending, "the case has no approver");
+            return fail_every(first, &mut pages, progress, "the case has no approver").await;
         };
         let mut token = match self.tokens.token_for(approver).await {
             Ok(Some(token)) => token,
-            Ok(None) => return failed_all(&pending, "the approver is no longer signed in: sign in and approve a new case"),
+            Ok(None) => {
+                return fail_every(first, &mut pages, progress, "the approver is no longer signed in: sign in and approve a new case")
+                    .await;
+            }
             Err(err) => {
                 tracing::error!(case.id = %case.id, error = %err, "could not get the approver's token");
-                return failed_all(&pending, "the sign-in service could not be reached: try again later");
+                return fail_every(first, &mut pages, progress, "the sign-in service could not be reached: try again later").await;
             }
         };
-        let mut results = Vec::with_capacity(pending.len());
-        let mut work = Vec::with_capacity(pending.len());
-        for target in pending {
-            // Revoking the approver's own sessions would cut the run short: skip and list them.
-            if case.kind == CaseKind::RevokeSessions
-                && target.user_oid.as_deref().is_some_and(|oid| oid.eq_ignore_ascii_case(&approver.oid))
-            {
-                results.push(TargetResult {
-                    position: target.position,
-                    status: TargetStatus::Skipped,
-                    graph_status: None,
-                    detail: "skipped: these are the approver's own sessions (revoke them separately)".into(),
-                    user_oid: Some(approver.oid.clone()),
-                    graph_code: None,
-                    receipt: None,
-                });
-                continue;
+        let mut first = self.prepare(case.kind, approver, &mut token, first).await;
+        // One call to make: the plain request, no `$batch`.
+        if pages.exhausted() && first.work.len() <= 1 {
+            let mut results = first.results;
+            if let Some(work) = first.work.pop() {
+                results.push(self.single(case.kind, approver, &mut token, &work.target, work.oid).await);
             }
-            match self.resolve(approver, &mut token, target).await {
-                Ok(oid) => work.push((target, oid)),
-                Err(result) => results.push(result),
-            }
+            return sorted(results);
         }
-        if work.len() == 1 {
-            let (target, oid) = work.remove(0);
-            results.push(self.single(case.kind, approver, &mut token, target, oid).await);
-        } else if !work.is_empty() {
-            results.extend(self.batched(case.kind, approver, &mut token, work, progress).await);
-        }
-        results
+        self.batched(case.kind, approver, &mut token, first, &mut pages, progress).await
     }
+}
+
+/// Targets read from the store at a time: several `$batch` requests' worth, and all a run holds
+/// of a case of any size besides the items waiting on `Retry-After`.
+const PAGE: usize = 100;
+
+/// Items a run lets wait in its queue before it reads the next page.
+const MAX_QUEUED: usize = 5 * PAGE;
+
+/// A target on its way to Graph, with the object id it resolved to.
+struct Work {
+    target: Target,
+    oid: String,
+}
+
+/// A queued item: how often it was sent, and when it may go again.
+struct Queued {
+    work: Work,
+    attempts: u32,
+    not_before: tokio::time::Instant,
+}
+
+/// A page made ready for Graph: what to send, and the outcomes settled without Graph.
+struct Prepared {
+    work: Vec<Work>,
+    results: Vec<TargetResult>,
+}
+
+/// Queues `work` as ready now, keeping the queue in not-before order.
+fn enqueue(queue: &mut VecDeque<Queued>, work: Vec<Work>) {
+    if work.is_empty() {
+        return;
+    }
+    let now = tokio::time::Instant::now();
+    queue.extend(work.into_iter().map(|work| Queued { work, attempts: 0, not_before: now }));
+    queue.make_contiguous().sort_by_key(|queued| queued.not_before);
+}
+
+/// Hands `round` to the sink (emptying it); what it did not record goes to `kept`.
+async fn hand_over(progress: &dyn ProgressSink, round: &mut Vec<TargetResult>, kept: &mut Vec<TargetResult>) -> Report {
+    if round.is_empty() {
+        return Report::Recorded;
+    }
+    let report = progress.finished(round).await;
+    match report {
+        Report::Recorded => round.clear(),
+        Report::NotRecorded | Report::Stop => kept.append(round),
+    }
+    report
+}
+
+/// Fails every pending target with `detail`, page by page, starting with `first`.
+async fn fail_every(first: Vec<Target>, pages: &mut Pages<'_>, progress: &dyn ProgressSink, detail: &str) -> Vec<TargetResult> {
+    let mut kept = Vec::new();
+    let mut page = first;
+    while !page.is_empty() {
+        let mut round = failed_all(&page, detail);
+        if hand_over(progress, &mut round, &mut kept).await == Report::Stop {
+            break;
+        }
+        page = pages.next(PAGE).await;
+    }
+    sorted(kept)
+}
+
+fn sorted(mut results: Vec<TargetResult>) -> Vec<TargetResult> {
+    results.sort_unstable_by_key(|r| r.position);
+    results
 }
 
 #[cfg(test)]

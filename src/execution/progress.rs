@@ -97,7 +97,8 @@ impl ProgressSink for RecordedProgress {
 }
 
 /// Shows a run's progress on its card until the sink is dropped: after a change, at most one
-/// update per `every`. It reads the case from the store, so the card shows what is recorded.
+/// update per `every`. It reads the case's summary from the store, so the card shows what is
+/// recorded, and no update holds more of a case than its card shows.
 pub(crate) async fn show_progress(
     store: Store,
     observer: Arc<dyn CaseObserver>,
@@ -121,8 +122,8 @@ pub(crate) async fn show_progress(
             }
         }
         let waiting = *changes.borrow_and_update();
-        match store.case(&case_id).await {
-            Ok(Some(case)) => observer.progress(&case, waiting).await,
+        match store.case_summary(&case_id).await {
+            Ok(Some(run)) => observer.progress(&run, waiting).await,
             Ok(None) => return,
             Err(err) => tracing::warn!(case.id = %case_id, error = %err, "could not read the case to show its progress"),
         }

@@ -1,5 +1,6 @@
 //! Opening and reading cases: a case opened once per activity key, one case with its targets and
-//! evidence, the latest cases, where a case's card was posted, and how many cases are in each state.
+//! evidence (or its summary, or a page of its pending targets), the latest cases, where a case's
+//! card was posted, and how many cases are in each state.
 //!
 //! Every state change is a compare-and-set on the state it leaves (`WHERE state = ...`; a decision
 //! also on the case's `version`, since it was checked against the case as read) and is committed in
@@ -15,7 +16,10 @@ use sqlx::any::AnyRow;
 use super::dedupe::claim_activity;
 use super::events::insert_event;
 use super::{Store, StoreError};
-use crate::cases::{Actor, CardRef, Case, CaseKind, CaseSource, CaseState, GraphReceipt, NewCase, Target, TargetStatus, new_case_id};
+use crate::cases::{
+    Actor, CardRef, Case, CaseKind, CaseSource, CaseState, CaseSummary, GraphReceipt, NewCase, SUMMARY_TARGETS, Target, TargetStatus,
+    TargetTally, new_case_id,
+};
 
 /// Result of opening a case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,9 @@ pub enum Created {
 const CASE_COLUMNS: &str = "id, kind, state, source, tenant_id, requester_oid, requester_name, requester_user_id, reason, no_evidence, \
      approver_oid, approver_name, approver_user_id, decided_at, decision_reason, escalated_at, service_url, conversation_id, card_activity_id, created_at, updated_at, \
      expires_at, version";
+
+const TARGET_COLUMNS: &str = "position, thread_id, user_ref, user_oid, user_tenant_id, display_name, status, graph_status, detail, \
+     graph_code, graph_request_id, client_request_id, graph_date";
 
 /// The error for a stored value the code does not know.
 pub(super) fn corrupt(what: &str, value: &str) -> StoreError {
@@ -195,22 +202,65 @@ impl Store {
 
     /// One case with its targets and evidence.
     pub async fn case(&self, id: &str) -> Result<Option<Case>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut case = case_from_row(&row)?;
+        let Some(mut case) = self.case_row(id).await? else { return Ok(None) };
         // Row by row: a case of 10,000 targets never has all its rows and all its targets in
         // memory at once (BENCHMARKS.md, "Memory during a run").
-        let mut targets = sqlx::query(
-            "SELECT position, thread_id, user_ref, user_oid, user_tenant_id, display_name, status, graph_status, detail, \
-             graph_code, graph_request_id, client_request_id, graph_date \
-             FROM case_targets WHERE case_id = $1 ORDER BY position",
-        )
-        .bind(id)
-        .fetch(&self.pool);
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM case_targets WHERE case_id = $1 ORDER BY position");
+        let mut targets = sqlx::query(&sql).bind(id).fetch(&self.pool);
         while let Some(row) = targets.try_next().await? {
             case.targets.push(target_from_row(&row)?);
         }
         drop(targets);
+        Ok(Some(case))
+    }
+
+    /// One case with its evidence, only its first [`SUMMARY_TARGETS`] targets and the tally of all
+    /// of them: what its card needs, whatever its size.
+    pub async fn case_summary(&self, id: &str) -> Result<Option<CaseSummary>, StoreError> {
+        let Some(mut case) = self.case_row(id).await? else { return Ok(None) };
+        case.targets = sqlx::query(&format!("SELECT {TARGET_COLUMNS} FROM case_targets WHERE case_id = $1 ORDER BY position LIMIT $2"))
+            .bind(id)
+            .bind(SUMMARY_TARGETS as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(target_from_row)
+            .collect::<Result<_, _>>()?;
+        let mut tally = TargetTally::default();
+        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM case_targets WHERE case_id = $1 GROUP BY status")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            tally.add(TargetStatus::parse(&status).ok_or_else(|| corrupt("target status", &status))?, usize::try_from(n).unwrap_or(0));
+        }
+        Ok(Some(CaseSummary { case, tally }))
+    }
+
+    /// Up to `limit` of a case's pending targets after position `after` (from the first when
+    /// `None`), by position: how a run takes its targets, a page at a time.
+    pub async fn pending_targets(&self, case_id: &str, after: Option<i64>, limit: usize) -> Result<Vec<Target>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {TARGET_COLUMNS} FROM case_targets WHERE case_id = $1 AND status = 'pending' AND position > $2 \
+             ORDER BY position LIMIT $3"
+        ))
+        .bind(case_id)
+        .bind(after.unwrap_or(-1))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(target_from_row)
+        .collect()
+    }
+
+    /// A case's row and evidence, without its targets.
+    async fn case_row(&self, id: &str) -> Result<Option<Case>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {CASE_COLUMNS} FROM cases WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut case = case_from_row(&row)?;
         case.evidence = sqlx::query_scalar("SELECT audit_record_id FROM case_evidence WHERE case_id = $1 ORDER BY audit_record_id")
             .bind(id)
             .fetch_all(&self.pool)

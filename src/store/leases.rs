@@ -5,12 +5,19 @@
 use super::events::{insert_event, insert_event_with_data};
 use super::pairs::release_alert_key;
 use super::{Store, StoreError};
-use crate::cases::{Case, CaseState, TargetResult, TargetStatus};
+use crate::cases::{CaseState, CaseSummary, TargetResult, TargetStatus};
 
 impl Store {
     /// Claims a case for execution: `approved -> executing`, or an `executing` case whose lease
-    /// ran out (its replica died). Returns the case when this caller won the claim.
-    pub async fn claim_for_execution(&self, case_id: &str, owner: &str, lease_ms: i64, now: i64) -> Result<Option<Case>, StoreError> {
+    /// ran out (its replica died). Returns the case's summary when this caller won the claim: a
+    /// run takes its targets a page at a time ([`Store::pending_targets`]).
+    pub async fn claim_for_execution(
+        &self,
+        case_id: &str,
+        owner: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Option<CaseSummary>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let claimed = sqlx::query(
             "UPDATE cases SET state = 'executing', lease_owner = $1, lease_until = $2, updated_at = $3, version = version + 1 \
@@ -28,7 +35,7 @@ impl Store {
         }
         insert_event(&mut tx, Some(case_id), None, "executing", None, now).await?;
         tx.commit().await?;
-        self.case(case_id).await
+        self.case_summary(case_id).await
     }
 
     /// Extends the execution lease of a case this owner holds.

@@ -264,10 +264,17 @@ struct UnavailableExecutor;
 
 #[async_trait]
 impl CaseExecutor for UnavailableExecutor {
-    async fn execute(&self, case: &Case, _progress: &dyn crate::execution::ProgressSink) -> Vec<TargetResult> {
-        case.targets
+    async fn execute(
+        &self,
+        _case: &Case,
+        targets: &dyn crate::execution::PendingTargets,
+        _progress: &dyn crate::execution::ProgressSink,
+    ) -> Vec<TargetResult> {
+        targets
+            .after(None, usize::MAX)
+            .await
+            .unwrap_or_default()
             .iter()
-            .filter(|t| t.status == TargetStatus::Pending)
             .map(|t| TargetResult {
                 position: t.position,
                 status: TargetStatus::Failed,

@@ -2,7 +2,7 @@
 //! (kept in tests/fixtures/adaptive-cards, see SOURCE.md there), and untrusted text stays inert.
 
 use chatwarden::cards;
-use chatwarden::cases::{Actor, Case, CaseEvent, CaseKind, CaseSource, CaseState, Target, TargetStatus};
+use chatwarden::cases::{Actor, Case, CaseEvent, CaseKind, CaseSource, CaseState, CaseSummary, SUMMARY_TARGETS, Target, TargetStatus};
 use serde_json::Value;
 
 fn schema_validator() -> jsonschema::Validator {
@@ -160,10 +160,33 @@ fn a_running_bulk_case_shows_its_progress_on_a_valid_card() {
         target.detail = None;
     }
     case.targets[1].status = TargetStatus::Skipped;
-    let card = cards::progress_card(&case, 40);
+    let whole = CaseSummary::of(case);
+    let card = cards::progress_card(&whole, 40);
     assert_valid("progress", &card);
     let text = card.to_string();
     assert!(text.contains("700 of 740 targets: 350 done, 1 skipped, 349 failed; 40 waiting on Graph's Retry-After."), "{card:#}");
-    let idle = cards::progress_card(&case, 0).to_string();
+    assert!(text.contains("**Targets (740)**") && text.contains("and 725 more"), "{card:#}");
+    let idle = cards::progress_card(&whole, 0).to_string();
     assert!(idle.contains("349 failed.") && !idle.contains("waiting"), "{idle}");
+    // What the store's summary holds (the first targets and the tally) draws the same card.
+    let mut head = whole.clone();
+    head.case.targets.truncate(SUMMARY_TARGETS);
+    assert_eq!(cards::progress_card(&head, 40), card);
+    assert_eq!(cards::summary_card(&head), cards::summary_card(&whole));
+}
+
+#[test]
+fn a_finished_summary_offers_the_follow_up_only_when_a_target_was_done() {
+    let mut case = sample(CaseState::Failed, 40, true);
+    for target in &mut case.targets {
+        target.status = TargetStatus::Failed;
+    }
+    let mut head = CaseSummary::of(case.clone());
+    head.case.targets.truncate(SUMMARY_TARGETS);
+    assert!(!cards::summary_card(&head).to_string().contains("revoke_sessions"));
+    case.targets[39].status = TargetStatus::Done;
+    let mut head = CaseSummary::of(case);
+    head.case.targets.truncate(SUMMARY_TARGETS);
+    assert!(head.case.targets.iter().all(|t| t.status == TargetStatus::Failed), "the done target is not among the lines");
+    assert!(cards::summary_card(&head).to_string().contains("revoke_sessions"), "the tally says one was done");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chatwarden::cases::{Actor, Case, CaseKind, CaseSource, CaseState, Target, TargetStatus};
 use chatwarden::config::RetryPolicy;
 use chatwarden::entra::app_token::AppTokenProvider;
-use chatwarden::execution::{CaseExecutor, GraphExecutor, Unrecorded};
+use chatwarden::execution::{CaseExecutor, GraphExecutor, ListedTargets, PendingTargets, ProgressSink, TargetResult, Unrecorded};
 use chatwarden::graph::{BatchItem, GraphClient};
 use chatwarden::metrics::Metrics;
 use chatwarden::tokens::{DelegatedTokens, TokenError, TokenSource};
@@ -362,28 +362,37 @@ struct FakeBatch {
 
 impl wiremock::Respond for FakeBatch {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap();
         let mut throttle = self.throttle_once.lock().unwrap();
-        let responses: Vec<Value> = body["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|item| {
-                let id = item["id"].as_str().unwrap().to_owned();
-                if let Some(pos) = throttle.iter().position(|t| *t == id) {
-                    throttle.remove(pos);
-                    json!({"id": id, "status": 429, "headers": {"Retry-After": "0"}, "body": {"error": {"code": "TooManyRequests"}}})
-                } else if item["url"].as_str().unwrap().contains("gone") {
-                    json!({"id": id, "status": 404, "body": {"error": {"code": "NotFound", "message": "x"}}})
-                } else if item["url"].as_str().unwrap().contains("locked") {
-                    json!({"id": id, "status": 403, "body": {"error": {"code": "Forbidden", "message": "x"}}})
-                } else {
-                    json!({"id": id, "status": 204})
-                }
-            })
-            .collect();
-        ResponseTemplate::new(200).set_body_json(json!({"responses": responses}))
+        answer_batch(request, |id, url| {
+            if let Some(pos) = throttle.iter().position(|t| *t == id) {
+                throttle.remove(pos);
+                too_many_requests(id, "0")
+            } else if url.contains("gone") {
+                json!({"id": id, "status": 404, "body": {"error": {"code": "NotFound", "message": "x"}}})
+            } else if url.contains("locked") {
+                json!({"id": id, "status": 403, "body": {"error": {"code": "Forbidden", "message": "x"}}})
+            } else {
+                json!({"id": id, "status": 204})
+            }
+        })
     }
+}
+
+/// A `$batch` answer: `answer(id, url)` for each request in it.
+fn answer_batch(request: &Request, mut answer: impl FnMut(String, &str) -> Value) -> ResponseTemplate {
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    let responses: Vec<Value> = body["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| answer(item["id"].as_str().unwrap().to_owned(), item["url"].as_str().unwrap()))
+        .collect();
+    ResponseTemplate::new(200).set_body_json(json!({"responses": responses}))
+}
+
+/// A 429 for item `id`, to be sent again after `retry_after` seconds.
+fn too_many_requests(id: String, retry_after: &str) -> Value {
+    json!({"id": id, "status": 429, "headers": {"Retry-After": retry_after}, "body": {"error": {"code": "TooManyRequests"}}})
 }
 
 /// The token service hands the approver "approver-token", valid for an hour.
@@ -393,6 +402,23 @@ async fn mount_approver_token(fx: &Fx) {
         .respond_with(token_response("approver-token", 3600))
         .mount(&fx.token_service)
         .await;
+}
+
+/// The approver's token, and `$batch` (with that token) answered by `responder`.
+async fn mount_batch(fx: &Fx, responder: impl wiremock::Respond + 'static) {
+    mount_approver_token(fx).await;
+    Mock::given(method("POST"))
+        .and(path("/v1.0/$batch"))
+        .and(header("authorization", "Bearer approver-token"))
+        .respond_with(responder)
+        .mount(&fx.graph_server)
+        .await;
+}
+
+/// Runs `bulk_case(n)` on `executor`, its targets held in memory.
+async fn run_bulk(executor: &GraphExecutor, n: usize, sink: &dyn ProgressSink) -> Vec<TargetResult> {
+    let case = bulk_case(n);
+    executor.execute(&case, &ListedTargets(case.targets.clone()), sink).await
 }
 
 fn bulk_case(n: usize) -> Case {
@@ -440,15 +466,9 @@ fn bulk_case(n: usize) -> Case {
 #[tokio::test]
 async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() {
     let fx = fx().await;
-    mount_approver_token(&fx).await;
-    Mock::given(method("POST"))
-        .and(path("/v1.0/$batch"))
-        .and(header("authorization", "Bearer approver-token"))
-        .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec!["3".into(), "30".into()]) })
-        .mount(&fx.graph_server)
-        .await;
+    mount_batch(&fx, FakeBatch { throttle_once: std::sync::Mutex::new(vec!["3".into(), "30".into()]) }).await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(45), &Unrecorded).await;
+    let results = run_bulk(&executor, 45, &Unrecorded).await;
     assert_eq!(results.len(), 45);
     let batches: Vec<Value> =
         fx.graph_server.received_requests().await.unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
@@ -491,15 +511,10 @@ impl chatwarden::execution::ProgressSink for SinkFailingRound {
 #[tokio::test]
 async fn a_bulk_run_keeps_only_the_outcomes_its_sink_could_not_record_and_returns_them() {
     let fx = fx().await;
-    mount_approver_token(&fx).await;
-    Mock::given(method("POST"))
-        .and(path("/v1.0/$batch"))
-        .respond_with(FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) })
-        .mount(&fx.graph_server)
-        .await;
+    mount_batch(&fx, FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) }).await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
     let sink = SinkFailingRound { unrecorded: 2, rounds: Default::default() };
-    let results = executor.execute(&bulk_case(45), &sink).await;
+    let results = run_bulk(&executor, 45, &sink).await;
     let rounds = sink.rounds.lock().unwrap().clone();
     // Paced to 30 items/s: 20, 10, then 15; every outcome was reported once.
     assert_eq!(rounds.iter().map(Vec::len).collect::<Vec<_>>(), [20, 10, 15]);
@@ -510,6 +525,101 @@ async fn a_bulk_run_keeps_only_the_outcomes_its_sink_could_not_record_and_return
     let returned: Vec<i64> = results.iter().map(|r| r.position).collect();
     assert_eq!(returned, rounds[1]);
     assert_eq!(results.iter().filter(|r| r.status == TargetStatus::Done).count(), 10);
+}
+
+/// Pending targets held in memory that note every read and every reported outcome: how many
+/// targets the executor held (read, not yet reported) when it asked for each page.
+struct Ledger {
+    targets: ListedTargets,
+    state: std::sync::Mutex<LedgerState>,
+}
+
+#[derive(Default)]
+struct LedgerState {
+    read: usize,
+    reported: Vec<i64>,
+    /// (after, limit, targets held) per read.
+    reads: Vec<(Option<i64>, usize, usize)>,
+}
+
+impl Ledger {
+    fn of(n: usize) -> Self {
+        Self { targets: ListedTargets(bulk_case(n).targets), state: Default::default() }
+    }
+}
+
+#[async_trait::async_trait]
+impl PendingTargets for Ledger {
+    async fn after(&self, after: Option<i64>, limit: usize) -> Result<Vec<Target>, chatwarden::store::StoreError> {
+        let page = self.targets.after(after, limit).await?;
+        let mut state = self.state.lock().unwrap();
+        let held = state.read - state.reported.len();
+        state.reads.push((after, limit, held));
+        state.read += page.len();
+        Ok(page)
+    }
+}
+
+#[async_trait::async_trait]
+impl ProgressSink for Ledger {
+    async fn finished(&self, results: &[TargetResult]) -> chatwarden::execution::Report {
+        self.state.lock().unwrap().reported.extend(results.iter().map(|r| r.position));
+        chatwarden::execution::Report::Recorded
+    }
+
+    fn waiting(&self, _targets: usize) {}
+}
+
+#[tokio::test]
+async fn a_bulk_run_reads_its_targets_a_page_at_a_time_as_the_queue_runs_low() {
+    let fx = fx().await;
+    mount_batch(&fx, FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) }).await;
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone()).paced_at(10_000);
+    let ledger = Ledger::of(250);
+    let case = bulk_case(250);
+    assert!(executor.execute(&case, &ledger, &ledger).await.is_empty(), "every outcome was recorded");
+    let state = ledger.state.lock().unwrap();
+    // Pages of 100 in position order, each after the last target of the one before.
+    let pages: Vec<(Option<i64>, usize)> = state.reads.iter().map(|(after, limit, _)| (*after, *limit)).collect();
+    assert_eq!(pages, [(None, 100), (Some(99), 100), (Some(199), 100)]);
+    // The next page is read only once less than one `$batch` request's worth is left.
+    for (after, _, held) in &state.reads {
+        assert!(*held < 20, "{held} targets still held when reading after {after:?}");
+    }
+    let mut reported = state.reported.clone();
+    reported.sort_unstable();
+    assert_eq!(reported, (0..250).collect::<Vec<i64>>(), "every target reported once");
+}
+
+/// Throttles every item the first time it sees it (`Retry-After: 2`), answers 204 after.
+struct ThrottleFirstAttempt {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl wiremock::Respond for ThrottleFirstAttempt {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut seen = self.seen.lock().unwrap();
+        answer_batch(request, |id, _| if seen.insert(id.clone()) { too_many_requests(id, "2") } else { json!({"id": id, "status": 204}) })
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_run_throttled_everywhere_stops_reading_while_its_queue_is_full() {
+    let fx = fx().await;
+    mount_batch(&fx, ThrottleFirstAttempt { seen: Default::default() }).await;
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone()).paced_at(10_000);
+    let ledger = Ledger::of(800);
+    let case = bulk_case(800);
+    assert!(executor.execute(&case, &ledger, &ledger).await.is_empty(), "every outcome was recorded");
+    let state = ledger.state.lock().unwrap();
+    // Every target waits on Retry-After once: at most 500 wait before the next page is read.
+    let most = state.reads.iter().map(|(_, _, held)| *held).max().unwrap();
+    assert!(most <= 500, "{most} targets held when a page was read");
+    assert!(most >= 400, "the queue filled before the first answers came back: {most}");
+    assert_eq!(state.reads.len(), 9, "800 targets in pages of 100, and the empty read that ends them");
+    let mut reported = state.reported.clone();
+    reported.sort_unstable();
+    assert_eq!(reported, (0..800).collect::<Vec<i64>>(), "every target done once, none lost to the queue's bound");
 }
 
 #[tokio::test]
@@ -529,7 +639,7 @@ async fn a_401_from_graph_evicts_the_token_and_retries_once_with_a_fresh_one() {
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(1), &Unrecorded).await;
+    let results = run_bulk(&executor, 1, &Unrecorded).await;
     assert_eq!(results[0].status, TargetStatus::Done);
     let get_tokens =
         fx.token_service.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/api/usertoken/GetToken").count();
@@ -553,7 +663,7 @@ async fn forbidden_and_not_found_are_reported_in_plain_words() {
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(1), &Unrecorded).await;
+    let results = run_bulk(&executor, 1, &Unrecorded).await;
     assert_eq!(results[0].status, TargetStatus::Failed);
     assert_eq!(results[0].graph_status, Some(403));
     assert!(results[0].detail.starts_with("Graph refused (403 Forbidden)"), "{}", results[0].detail);
@@ -564,7 +674,7 @@ async fn forbidden_and_not_found_are_reported_in_plain_words() {
         .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"code": "NotFound"}})))
         .mount(&fx.graph_server)
         .await;
-    let results = executor.execute(&bulk_case(1), &Unrecorded).await;
+    let results = run_bulk(&executor, 1, &Unrecorded).await;
     assert_eq!(results[0].status, TargetStatus::Skipped);
     assert!(results[0].detail.starts_with("nothing to remove"));
 }
@@ -601,7 +711,7 @@ async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
         .mount(&fx.graph_server)
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(3), &Unrecorded).await;
+    let results = run_bulk(&executor, 3, &Unrecorded).await;
     assert!(results.iter().all(|r| r.status == TargetStatus::Done), "{results:?}");
     assert_eq!(fx.graph_server.received_requests().await.unwrap().len(), 2);
 }
@@ -609,14 +719,9 @@ async fn a_batch_refused_with_401_is_sent_once_more_with_a_fresh_token() {
 #[tokio::test]
 async fn a_batch_answered_200_with_an_unreadable_body_fails_its_targets_instead_of_passing_them() {
     let fx = fx().await;
-    mount_approver_token(&fx).await;
-    Mock::given(method("POST"))
-        .and(path("/v1.0/$batch"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"responses": "not a list"})))
-        .mount(&fx.graph_server)
-        .await;
+    mount_batch(&fx, ResponseTemplate::new(200).set_body_json(json!({"responses": "not a list"}))).await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
-    let results = executor.execute(&bulk_case(3), &Unrecorded).await;
+    let results = run_bulk(&executor, 3, &Unrecorded).await;
     assert_eq!(results.len(), 3);
     for result in &results {
         assert_eq!(result.status, TargetStatus::Failed, "{result:?}");
@@ -687,7 +792,7 @@ async fn every_target_keeps_what_graph_said_its_status_code_request_ids_and_date
         .await;
     let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
 
-    let single = executor.execute(&bulk_case(1), &Unrecorded).await.remove(0);
+    let single = run_bulk(&executor, 1, &Unrecorded).await.remove(0);
     let sent = fx.graph_server.received_requests().await.unwrap().remove(0);
     let sent_id = sent.headers.get("client-request-id").unwrap().to_str().unwrap().to_owned();
     let receipt = single.receipt.clone().expect("a receipt");
@@ -696,7 +801,7 @@ async fn every_target_keeps_what_graph_said_its_status_code_request_ids_and_date
     assert_eq!(receipt.date.as_deref(), Some(date));
     assert_eq!((single.graph_status, single.graph_code.as_deref()), (Some(403), Some("Forbidden")));
 
-    let batched = executor.execute(&bulk_case(2), &Unrecorded).await;
+    let batched = run_bulk(&executor, 2, &Unrecorded).await;
     let batch_id =
         fx.graph_server.received_requests().await.unwrap()[1].headers.get("client-request-id").unwrap().to_str().unwrap().to_owned();
     for result in &batched {

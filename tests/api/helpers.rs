@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chatwarden::cases::{Case, TargetStatus};
 use chatwarden::config::{Config, Mode};
-use chatwarden::execution::{CaseExecutor, ProgressSink, TargetResult};
+use chatwarden::execution::{CaseExecutor, PendingTargets, ProgressSink, TargetResult};
 use chatwarden::startup::{Application, Overrides};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret as _;
@@ -118,13 +118,15 @@ pub struct RecordingExecutor {
 
 #[async_trait::async_trait]
 impl CaseExecutor for RecordingExecutor {
-    async fn execute(&self, case: &Case, _progress: &dyn ProgressSink) -> Vec<TargetResult> {
+    async fn execute(&self, case: &Case, targets: &dyn PendingTargets, _progress: &dyn ProgressSink) -> Vec<TargetResult> {
         self.calls.lock().unwrap().push(case.id.clone());
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
-        case.targets
+        targets
+            .after(None, usize::MAX)
+            .await
+            .unwrap()
             .iter()
-            .filter(|t| t.status == TargetStatus::Pending)
             .map(|t| TargetResult {
                 position: t.position,
                 status: TargetStatus::Done,

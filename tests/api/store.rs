@@ -74,6 +74,7 @@ on_both!(
     retention_prunes_old_rows_in_batches_and_keeps_what_cases_need,
     every_state_change_the_store_makes_is_one_the_state_machine_allows,
     a_case_is_reminded_once_and_only_while_it_waits_for_a_decision,
+    a_run_reads_pending_targets_in_pages_and_a_summary_counts_them_all,
 );
 
 async fn a_case_is_reminded_once_and_only_while_it_waits_for_a_decision(store: Store) {
@@ -217,7 +218,7 @@ async fn an_execution_claim_is_exclusive_and_a_lapsed_lease_is_reclaimed(store: 
     // The holder died: after the lease, another runner takes over.
     assert_eq!(store.claimable(now + 1_500).await.unwrap(), std::slice::from_ref(&id));
     let taken = store.claim_for_execution(&id, "runner-c", 1_000, now + 1_500).await.unwrap();
-    assert_eq!(taken.map(|c| c.state), Some(CaseState::Executing));
+    assert_eq!(taken.map(|c| c.case.state), Some(CaseState::Executing));
     // The old holder can no longer finish it.
     assert!(
         !store.finish(&id, "runner-a", CaseState::Done, now + 1_600).await.unwrap()
@@ -242,6 +243,50 @@ async fn target_results_and_the_final_state_are_recorded(store: Store) {
     assert_eq!(case.targets[0].graph_status, Some(403));
     assert_eq!(case.targets[0].user_oid.as_deref(), Some("oid-123"));
     assert_eq!(case.targets[0].detail.as_deref(), Some("the approver lacks consent"));
+}
+
+async fn a_run_reads_pending_targets_in_pages_and_a_summary_counts_them_all(store: Store) {
+    let mut new = new_case(60_000);
+    new.targets = (0..40)
+        .map(|i| NewTarget {
+            thread_id: Some(format!("19:chat{i}@thread.v2")),
+            user_ref: format!("user{i}@contoso.com"),
+            user_oid: Some(format!("oid-{i}")),
+            user_tenant_id: "tenant-1".into(),
+            display_name: None,
+        })
+        .collect();
+    let Created::New(case) = store.create_case(&new, Some("conv|bulk"), now_ms()).await.unwrap() else { panic!() };
+    store.decide(&case.id, &actor("bob"), Decision::Approve, None, &policy(), now_ms()).await.unwrap();
+    let claimed = store.claim_for_execution(&case.id, "runner", 60_000, now_ms()).await.unwrap().unwrap();
+    // The claim holds the case's first targets and the count of all of them, not the whole case.
+    assert_eq!(claimed.case.state, CaseState::Executing);
+    assert_eq!(claimed.case.targets.iter().map(|t| t.position).collect::<Vec<_>>(), (0..15).collect::<Vec<i64>>());
+    assert_eq!(claimed.case.evidence, ["audit-1"]);
+    assert_eq!((claimed.tally.total(), claimed.tally.pending), (40, 40));
+    // Outcomes recorded for 0-4 and 12: pages of the rest, in position order, after a position.
+    let results: Vec<_> = [0, 1, 2, 3, 4, 12]
+        .into_iter()
+        .map(|p| target_result(p, if p == 3 { TargetStatus::Failed } else { TargetStatus::Done }, Some(204), "removed", None))
+        .collect();
+    store.record_targets(&case.id, "runner", &results, now_ms() + 60_000, now_ms()).await.unwrap().unwrap();
+    let page = |after: Option<i64>, limit: usize| {
+        let store = store.clone();
+        let id = case.id.clone();
+        async move { store.pending_targets(&id, after, limit).await.unwrap().into_iter().map(|t| t.position).collect::<Vec<i64>>() }
+    };
+    assert_eq!(page(None, 10).await, [5, 6, 7, 8, 9, 10, 11, 13, 14, 15]);
+    assert_eq!(page(Some(15), 10).await, (16..26).collect::<Vec<i64>>());
+    assert_eq!(page(Some(35), 10).await, [36, 37, 38, 39], "the last page is short");
+    assert!(page(Some(39), 10).await.is_empty());
+    let first = store.pending_targets(&case.id, None, 1).await.unwrap();
+    assert_eq!(first[0].user_oid.as_deref(), Some("oid-5"), "a page carries what the Graph call needs");
+    assert_eq!(first[0].thread_id.as_deref(), Some("19:chat5@thread.v2"));
+    let summary = store.case_summary(&case.id).await.unwrap().unwrap();
+    assert_eq!((summary.tally.done, summary.tally.failed, summary.tally.skipped, summary.tally.pending), (5, 1, 0, 34));
+    assert_eq!(summary.tally.final_state(), None, "targets still pending: the case is not finished");
+    assert_eq!(summary.case.targets[3].status, TargetStatus::Failed);
+    assert!(store.case_summary("CW-NONE1").await.unwrap().is_none());
 }
 
 async fn history_is_newest_first_and_events_tell_the_story(store: Store) {
