@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+use super::pacing::{DIRECTORY_WRITES, Pacer, Pacing, TEAMS_WRITES};
 use super::pending::{Pages, PendingTargets};
 use super::{CaseExecutor, ProgressSink, Report, TargetResult};
 use crate::cases::{Actor, Case, CaseKind, Target, TargetStatus};
@@ -83,44 +84,8 @@ fn outcome_of(result: Result<GraphAnswer, GraphFailure>) -> GraphOutcome {
 pub struct GraphExecutor {
     graph: Arc<GraphClient>,
     tokens: Arc<DelegatedTokens>,
-    items_per_second: usize,
-}
-
-/// Graph's documented limit for Teams writes per app per tenant.
-pub(crate) const TENANT_WRITES_PER_SECOND: usize = 30;
-
-/// Paces batched writes to a number of items per sliding second, so a bulk case runs at
-/// Graph's limit instead of provoking a storm of 429s (the ones that still come are retried
-/// after their `Retry-After`).
-struct Pacer {
-    per_second: usize,
-    sent: std::collections::VecDeque<(tokio::time::Instant, usize)>,
-}
-
-impl Pacer {
-    fn new(per_second: usize) -> Self {
-        Self { per_second: per_second.max(1), sent: std::collections::VecDeque::new() }
-    }
-
-    /// Waits until at least one item may go, and says how many (at most `max`).
-    async fn room(&mut self, max: usize) -> usize {
-        loop {
-            let now = tokio::time::Instant::now();
-            while self.sent.front().is_some_and(|(at, _)| now.duration_since(*at) >= std::time::Duration::from_secs(1)) {
-                self.sent.pop_front();
-            }
-            let in_window: usize = self.sent.iter().map(|(_, n)| n).sum();
-            if in_window < self.per_second {
-                return (self.per_second - in_window).min(max);
-            }
-            let oldest = self.sent.front().map(|(at, _)| *at).unwrap_or(now);
-            tokio::time::sleep_until(oldest + std::time::Duration::from_secs(1)).await;
-        }
-    }
-
-    fn sent(&mut self, items: usize) {
-        self.sent.push_back((tokio::time::Instant::now(), items));
-    }
+    removals: Pacing,
+    revocations: Pacing,
 }
 
 fn failed_all(targets: &[Target], detail: &str) -> Vec<TargetResult> {
@@ -139,16 +104,18 @@ fn failed_all(targets: &[Target], detail: &str) -> Vec<TargetResult> {
 }
 
 impl GraphExecutor {
-    /// An executor calling `graph` with tokens from `tokens`, pacing bulk writes to Graph's
-    /// limit of `TENANT_WRITES_PER_SECOND`.
+    /// An executor calling `graph` with tokens from `tokens`, pacing bulk writes to the limits
+    /// of the service behind them: Teams for removals, Entra ID for revocations (`pacing`).
     pub fn new(graph: Arc<GraphClient>, tokens: Arc<DelegatedTokens>) -> Self {
-        Self { graph, tokens, items_per_second: TENANT_WRITES_PER_SECOND }
+        Self { graph, tokens, removals: TEAMS_WRITES, revocations: DIRECTORY_WRITES }
     }
 
-    /// The same executor pacing bulk writes to `items_per_second` instead: for running it where
-    /// Graph's limit is not what is measured (tests of what a run holds, not of its pace).
+    /// The same executor sending every kind of write at `items_per_second` in any second
+    /// instead: for running it where Graph's limits are not what is measured (tests of what a
+    /// run holds, not of its pace).
     pub fn paced_at(self, items_per_second: usize) -> Self {
-        Self { items_per_second, ..self }
+        let pacing = Pacing::Window { per_second: items_per_second };
+        Self { removals: pacing, revocations: pacing, ..self }
     }
 
     /// Runs `call` with the approver's token; on 401 evicts the cached token and retries once.
@@ -270,7 +237,7 @@ impl GraphExecutor {
         // Outcomes the sink did not record; recorded ones are dropped at once, so the run holds
         // no result per target.
         let mut kept: Vec<TargetResult> = Vec::new();
-        let mut pacer = Pacer::new(self.items_per_second);
+        let mut pacer = Pacer::new(if kind == CaseKind::RevokeSessions { self.revocations } else { self.removals });
         let mut refreshed = false;
         loop {
             let now = tokio::time::Instant::now();

@@ -10,10 +10,11 @@
 //!
 //! `runner` holds the claim-run-finish loop, `pending` the pages of pending targets, `progress`
 //! the outcomes recorded as they come and the card's progress line, `graph_executor` the Graph
-//! calls, and `card_updater` what the cards show as a case moves.
+//! calls, `pacing` how fast they go, and `card_updater` what the cards show as a case moves.
 
 mod card_updater;
 mod graph_executor;
+mod pacing;
 mod pending;
 mod progress;
 mod reminders;

@@ -464,6 +464,24 @@ fn bulk_case(n: usize) -> Case {
 }
 
 #[tokio::test]
+async fn a_bulk_revocation_goes_at_entra_ids_write_quota_not_at_the_teams_limit() {
+    let fx = fx().await;
+    mount_batch(&fx, FakeBatch { throttle_once: std::sync::Mutex::new(vec![]) }).await;
+    let executor = GraphExecutor::new(std::sync::Arc::new(fx.graph), fx.tokens.clone());
+    let mut case = bulk_case(45);
+    case.kind = CaseKind::RevokeSessions;
+    let results = executor.execute(&case, &ListedTargets(case.targets.clone()), &Unrecorded).await;
+    assert_eq!(results.iter().filter(|r| r.status == TargetStatus::Done).count(), 45);
+    let batches: Vec<Value> =
+        fx.graph_server.received_requests().await.unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
+    // Entra ID's bucket holds 3,000 writes: all 45 go at once, in full batches (Teams pacing
+    // would have sent 20 and 10, then waited a second for the rest).
+    let sizes: Vec<usize> = batches.iter().map(|b| b["requests"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, [20, 20, 5]);
+    assert_eq!(batches[0]["requests"][0]["url"], "/users/oid-0/revokeSignInSessions");
+}
+
+#[tokio::test]
 async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() {
     let fx = fx().await;
     mount_batch(&fx, FakeBatch { throttle_once: std::sync::Mutex::new(vec!["3".into(), "30".into()]) }).await;
