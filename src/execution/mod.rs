@@ -26,5 +26,4 @@ pub(crate) use graph_executor::explain;
 pub use pending::{ListedTargets, PendingTargets, StoredTargets};
 pub use progress::{ProgressSink, RecordedProgress, Report, Unrecorded};
 pub(crate) use reminders::{ReminderSettings, Reminders};
-pub use runner::{CaseExecutor, TargetResult};
-pub(crate) use runner::{CaseObserver, CaseRunner};
+pub use runner::{CaseExecutor, CaseObserver, CaseRunner, TargetResult};

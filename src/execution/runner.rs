@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 
 use super::pending::{PendingTargets, StoredTargets};
 use super::progress::{ProgressSink, RecordedProgress, show_progress};
@@ -81,20 +82,13 @@ impl CaseRunner {
         // What the executor returns is what it could not record as it went: recorded now.
         let rest = {
             let targets = StoredTargets::new(self.store.clone(), &case.id);
-            let execution = self.executor.execute(&case, &targets, &progress);
-            tokio::pin!(execution);
-            let mut renew = tokio::time::interval(self.lease / 3);
-            renew.tick().await;
-            loop {
-                tokio::select! {
-                    results = &mut execution => break results,
-                    _ = renew.tick() => {
-                        if !self.store.renew_lease(&case.id, &self.owner, now_ms() + self.lease_ms()).await.unwrap_or(false) {
-                            tracing::warn!(case.id = %case.id, "could not renew the execution lease");
-                        }
-                    }
-                }
-            }
+            let (ended, run_ended) = oneshot::channel();
+            let execution = async {
+                let results = self.executor.execute(&case, &targets, &progress).await;
+                let _ = ended.send(());
+                results
+            };
+            tokio::join!(execution, self.keep_lease(&case.id, run_ended)).0
         };
         drop(progress);
         if let Err(err) = shown.await {
@@ -121,6 +115,24 @@ impl CaseRunner {
             self.observer.run_changed(&finished).await;
         }
         Ok(Some(state))
+    }
+
+    /// Renews `case_id`'s lease every third of it until `run_ended`. It runs beside the run, not
+    /// in turns with it: a renewal waits for the run's own write to the case's row (which takes
+    /// the lease row first), and that write must be able to finish meanwhile.
+    async fn keep_lease(&self, case_id: &str, mut run_ended: oneshot::Receiver<()>) {
+        let mut renew = tokio::time::interval(self.lease / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut run_ended => return,
+                _ = renew.tick() => {
+                    if !self.store.renew_lease(case_id, &self.owner, now_ms() + self.lease_ms()).await.unwrap_or(false) {
+                        tracing::warn!(case.id = %case_id, "could not renew the execution lease");
+                    }
+                }
+            }
+        }
     }
 
     /// Expires overdue proposals and runs every claimable case once.

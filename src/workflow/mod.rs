@@ -121,12 +121,23 @@ impl CaseWorkflow {
     /// indicator in the thread, renewed every `TYPING_EVERY` until the work is done. Fast
     /// commands send none, and none follows the answer.
     pub async fn with_typing<T>(&self, incoming: &VerifiedActivity, work: impl std::future::Future<Output = T>) -> T {
-        tokio::pin!(work);
+        let (done, work_done) = tokio::sync::oneshot::channel();
+        let work = async {
+            let output = work.await;
+            let _ = done.send(());
+            output
+        };
+        tokio::join!(work, self.keep_typing(incoming, work_done)).0
+    }
+
+    /// The typing indicator until `work_done`. It runs beside the work, not in turns with it: a
+    /// slow Connector delays the next indicator, never the work (which may hold a database write).
+    async fn keep_typing(&self, incoming: &VerifiedActivity, mut work_done: tokio::sync::oneshot::Receiver<()>) {
         let mut next = tokio::time::Instant::now() + TYPING_AFTER;
         loop {
             tokio::select! {
                 biased;
-                done = &mut work => return done,
+                _ = &mut work_done => return,
                 () = tokio::time::sleep_until(next) => {
                     self.send_reply(incoming, OutgoingActivity::typing(incoming.activity())).await;
                     next = tokio::time::Instant::now() + TYPING_EVERY;

@@ -1,6 +1,9 @@
 //! Integration tests: the real application on a random port against local fake servers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[macro_use]
+mod backends;
+
 mod audit;
 mod auth;
 mod bulk;
@@ -18,6 +21,7 @@ mod kill;
 mod notifications;
 mod private;
 mod revoke;
+mod runner;
 mod server;
 mod signin;
 mod store;

@@ -47,18 +47,7 @@ async fn open(store: &Store, key: &str) -> String {
     }
 }
 
-macro_rules! on_both {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(chatwarden::store::Store::connect(&super::sqlite_url()).await.unwrap()).await })+
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(chatwarden::store::Store::connect(&super::postgres_url().await).await.unwrap()).await })+
-        }
-    };
-}
-
-on_both!(
+on_both_stores!(
     a_case_is_opened_once_per_activity,
     a_decision_applies_once_and_later_clicks_change_nothing,
     a_rejection_is_final,
