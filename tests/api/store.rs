@@ -311,6 +311,34 @@ async fn a_postgres_database_survives_a_restart() {
     assert_eq!(reopened.case(&id).await.unwrap().unwrap().state, CaseState::Proposed);
 }
 
+/// Two replicas on one database: what one holds the other cannot take, and a lock whose work
+/// was dropped half-way (a timeout, a cancelled task) is not left held by a pooled connection.
+#[tokio::test]
+async fn an_advisory_lock_whose_work_is_dropped_is_released_for_every_replica() {
+    const KEY: i64 = 0x7465_7374_6c6f_636b;
+    let url = postgres_url().await;
+    let (first, second) = (Store::connect(&url).await.unwrap(), Store::connect(&url).await.unwrap());
+    let (held, taken) = tokio::sync::oneshot::channel::<()>();
+    let holding = first.clone();
+    let holder = tokio::spawn(async move { holding.with_advisory_lock(KEY, async { taken.await.ok() }).await });
+    crate::helpers::wait_until("the first replica to hold the lock", async || {
+        second.with_advisory_lock(KEY, async {}).await.unwrap().is_none()
+    })
+    .await;
+    drop(held);
+    assert_eq!(holder.await.unwrap().unwrap(), Some(None), "the work ran under the lock");
+    assert_eq!(second.with_advisory_lock(KEY, async { 1 }).await.unwrap(), Some(1), "unlocked when the work ended");
+
+    let cut_short =
+        tokio::time::timeout(std::time::Duration::from_millis(100), first.with_advisory_lock(KEY, std::future::pending::<()>()));
+    assert!(cut_short.await.is_err(), "the work never ends");
+    crate::helpers::wait_until("the lock of the dropped work to be free", async || {
+        second.with_advisory_lock(KEY, async {}).await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(first.with_advisory_lock(KEY, async { 2 }).await.unwrap(), Some(2), "and the first replica takes it again");
+}
+
 async fn an_alert_key_lives_only_while_its_case_is_open(store: Store) {
     let pair = Pair { chat: "19:abc@thread.v2", user_ref: "victim@contoso.com", user_oid: None };
     let key = pair.alert_key();
