@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
+use tokio::sync::Mutex;
 
 use super::pacing::{DIRECTORY_WRITES, Pacer, Pacing, TEAMS_WRITES};
 use super::pending::{Pages, PendingTargets};
@@ -80,12 +81,13 @@ fn outcome_of(result: Result<GraphAnswer, GraphFailure>) -> GraphOutcome {
     }
 }
 
-/// The Graph-backed executor.
+/// The Graph-backed executor. One per process: every run it carries out shares its pacers, since
+/// Graph's limits are per app and tenant, not per case.
 pub struct GraphExecutor {
     graph: Arc<GraphClient>,
     tokens: Arc<DelegatedTokens>,
-    removals: Pacing,
-    revocations: Pacing,
+    removals: Mutex<Pacer>,
+    revocations: Mutex<Pacer>,
 }
 
 fn failed_all(targets: &[Target], detail: &str) -> Vec<TargetResult> {
@@ -107,7 +109,7 @@ impl GraphExecutor {
     /// An executor calling `graph` with tokens from `tokens`, pacing bulk writes to the limits
     /// of the service behind them: Teams for removals, Entra ID for revocations (`pacing`).
     pub fn new(graph: Arc<GraphClient>, tokens: Arc<DelegatedTokens>) -> Self {
-        Self { graph, tokens, removals: TEAMS_WRITES, revocations: DIRECTORY_WRITES }
+        Self { graph, tokens, removals: Mutex::new(Pacer::new(TEAMS_WRITES)), revocations: Mutex::new(Pacer::new(DIRECTORY_WRITES)) }
     }
 
     /// The same executor sending every kind of write at `items_per_second` in any second
@@ -115,7 +117,7 @@ impl GraphExecutor {
     /// run holds, not of its pace).
     pub fn paced_at(self, items_per_second: usize) -> Self {
         let pacing = Pacing::Window { per_second: items_per_second };
-        Self { removals: pacing, revocations: pacing, ..self }
+        Self { removals: Mutex::new(Pacer::new(pacing)), revocations: Mutex::new(Pacer::new(pacing)), ..self }
     }
 
     /// Runs `call` with the approver's token; on 401 evicts the cached token and retries once.
@@ -237,7 +239,7 @@ impl GraphExecutor {
         // Outcomes the sink did not record; recorded ones are dropped at once, so the run holds
         // no result per target.
         let mut kept: Vec<TargetResult> = Vec::new();
-        let mut pacer = Pacer::new(if kind == CaseKind::RevokeSessions { self.revocations } else { self.removals });
+        let pacer = if kind == CaseKind::RevokeSessions { &self.revocations } else { &self.removals };
         let mut refreshed = false;
         loop {
             let now = tokio::time::Instant::now();
@@ -254,9 +256,15 @@ impl GraphExecutor {
                 tokio::time::sleep_until(first_ready).await;
                 continue;
             }
-            let room = pacer.room(ready.min(MAX_BATCH)).await;
-            let mut sending: Vec<Queued> = queue.drain(..room.min(ready)).collect();
-            pacer.sent(sending.len());
+            // Room is taken and counted under the lock, so runs at once share the limit: a run
+            // waiting for room holds it, and the others queue behind.
+            let mut sending: Vec<Queued> = {
+                let mut pacer = pacer.lock().await;
+                let room = pacer.room(ready.min(MAX_BATCH)).await;
+                let sending: Vec<Queued> = queue.drain(..room.min(ready)).collect();
+                pacer.sent(sending.len());
+                sending
+            };
             let items: Vec<BatchItem> = sending.iter().map(|queued| item(&queued.work)).collect();
             let outcomes = match self.graph.batch_once(token, version, &items).await {
                 Ok(outcomes) => outcomes,

@@ -1,6 +1,7 @@
-//! How fast a bulk run sends: each kind of write at the documented limit of the Graph service
-//! behind it, so a run goes as fast as that service allows instead of provoking a storm of 429s
-//! (the ones that still come are retried after their `Retry-After`).
+//! How fast bulk runs send: each kind of write at the documented limit of the Graph service
+//! behind it, so runs go as fast as that service allows instead of provoking a storm of 429s
+//! (the ones that still come are retried after their `Retry-After`). The limits are per app and
+//! tenant, so the executor keeps one pacer of each kind for every run of the process.
 //!
 //! - Teams writes (`removeAllAccessForUser`): 30 requests per second per app per tenant.
 //! - Entra ID writes (`revokeSignInSessions`): a token bucket of 3,000 writes per 2 minutes
@@ -34,7 +35,7 @@ pub(crate) const TEAMS_WRITES: Pacing = Pacing::Window { per_second: 30 };
 /// Entra ID's documented write quota per app and tenant: 3,000 per 150 seconds.
 pub(crate) const DIRECTORY_WRITES: Pacing = Pacing::Bucket { burst: 3_000, per_second: 20 };
 
-/// Paces a run's writes to one [`Pacing`].
+/// Paces writes of one kind to one [`Pacing`], for every run that shares it.
 pub(crate) struct Pacer {
     state: State,
 }

@@ -481,6 +481,43 @@ async fn a_bulk_revocation_goes_at_entra_ids_write_quota_not_at_the_teams_limit(
     assert_eq!(batches[0]["requests"][0]["url"], "/users/oid-0/revokeSignInSessions");
 }
 
+/// Every item answered 204, noting when each `$batch` arrived and how many items it held.
+struct ArrivalClock(Arc<std::sync::Mutex<Vec<(std::time::Instant, usize)>>>);
+
+impl wiremock::Respond for ArrivalClock {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut items = 0;
+        let answer = answer_batch(request, |id, _| {
+            items += 1;
+            json!({"id": id, "status": 204})
+        });
+        self.0.lock().unwrap().push((std::time::Instant::now(), items));
+        answer
+    }
+}
+
+#[tokio::test]
+async fn two_bulk_cases_at_once_share_teams_30_a_second_instead_of_sending_60() {
+    let fx = fx().await;
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    mount_batch(&fx, ArrivalClock(Arc::clone(&arrivals))).await;
+    let executor = GraphExecutor::new(Arc::new(fx.graph), fx.tokens.clone());
+    let (first, mut second) = (bulk_case(30), bulk_case(30));
+    second.id = "CW-BULK2".into();
+    let (first_targets, second_targets) = (ListedTargets(first.targets.clone()), ListedTargets(second.targets.clone()));
+    let (a, b) =
+        tokio::join!(executor.execute(&first, &first_targets, &Unrecorded), executor.execute(&second, &second_targets, &Unrecorded),);
+    let done = |results: &[TargetResult]| results.iter().filter(|r| r.graph_status == Some(204)).count();
+    assert_eq!((done(&a), done(&b)), (30, 30));
+    let arrivals = arrivals.lock().unwrap();
+    let start = arrivals.iter().map(|(at, _)| *at).min().unwrap();
+    // Graph's limit is per app and tenant, not per case: the 30 that fit in the first second go
+    // first, and the other 30 a second later (each case on its own would have sent 30 at once).
+    let soon: usize = arrivals.iter().filter(|(at, _)| at.duration_since(start) < Duration::from_millis(500)).map(|(_, n)| n).sum();
+    assert_eq!(soon, 30, "{:?}", arrivals.iter().map(|(at, n)| (at.duration_since(start), *n)).collect::<Vec<_>>());
+    assert_eq!(arrivals.iter().map(|(_, n)| n).sum::<usize>(), 60);
+}
+
 #[tokio::test]
 async fn a_bulk_case_of_45_targets_is_sent_as_3_batches_with_results_per_item() {
     let fx = fx().await;
